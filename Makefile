@@ -1,0 +1,43 @@
+# thresher: `make mnist` prepares MNIST, `make test` runs the test suite. Both create .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RECIPES := mnist cifar10 flowers102 an4
+# Extra options for recipe targets, e.g. make mnist ARGS="--format hdf5"
+ARGS ?=
+
+.PHONY: help venv test lint demo bench clean $(RECIPES)
+
+help:
+	@echo "make <recipe>   prepare a dataset into datasets/<recipe>/lmdb ($(RECIPES)); ARGS=... for options"
+	@echo "make test       install and run the test suite"
+	@echo "make demo       the whole pipeline offline on miniatures served from 127.0.0.1, all formats"
+	@echo "make bench      benchmarks (writes docs/performance.md)"
+	@echo "make lint       ruff"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+$(RECIPES): $(STAMP)
+	$(BIN)/thresher prepare $@ $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check thresher recipes tests benchmarks
+
+demo: $(STAMP)
+	$(BIN)/python -m thresher.demo demo
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo

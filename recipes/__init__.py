@@ -1,0 +1,1 @@
+"""One module per dataset; each defines ``RECIPE``. Found by :mod:`thresher.registry`."""

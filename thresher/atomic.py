@@ -1,0 +1,101 @@
+"""Atomic placement: nothing half written is ever visible under a final name."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from thresher.errors import DiskSpaceError
+
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def temporary_name(final: Path) -> Path:
+    """A sibling name unique to this process, on the same filesystem as ``final`` (so rename is atomic)."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def place(tmp: Path, final: Path) -> None:
+    """Move a finished file or directory to its final name, replacing an old one."""
+    if final.is_dir() and not final.is_symlink():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    tmp = temporary_name(final)
+    try:
+        with disk_errors(final, len(data)), open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        place(tmp, final)
+    finally:
+        remove(tmp)
+
+
+@contextlib.contextmanager
+def disk_errors(path: Path, needed: int | None = None) -> Iterator[None]:
+    """Turn ENOSPC/EFBIG into a DiskSpaceError that names the path and the space needed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        raise disk_full_error(path, needed) from exc
+
+
+def disk_full_error(path: Path, needed: int | None = None) -> DiskSpaceError:
+    free = shutil.disk_usage(existing_parent(path)).free
+    want = f"; about {human_bytes(needed)} needed" if needed else ""
+    return DiskSpaceError(
+        f"{path}: the disk is full or the file size limit was reached ({human_bytes(free)} free{want}). "
+        "Nothing was left under the final name; free space and run again to resume."
+    )
+
+
+def check_free_space(path: Path, needed: int, what: str) -> None:
+    """Refuse to start work that cannot fit, instead of failing hours into it."""
+    free = shutil.disk_usage(existing_parent(path)).free
+    if needed > free:
+        raise DiskSpaceError(
+            f"{path}: {what} needs about {human_bytes(needed)} but only {human_bytes(free)} is free"
+        )
+
+
+def existing_parent(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "unknown size"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

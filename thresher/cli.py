@@ -1,0 +1,251 @@
+"""The ``thresher`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from thresher.atomic import human_bytes
+
+NETWORK_HELP = "where to fetch from, and what to trust"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
+                        format="thresher: %(message)s", stream=sys.stderr)
+    from thresher.errors import ThresherError
+
+    try:
+        return args.run(args) or 0
+    except (ThresherError, KeyError, ValueError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"thresher: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("thresher: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thresher", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("list", help="recipes with splits, sizes and whether a manual download is needed")
+    p.set_defaults(run=cmd_list)
+
+    p = commands.add_parser("info", help="description, homepage, license, citation, sources, schema")
+    p.add_argument("name")
+    p.set_defaults(run=cmd_info)
+
+    p = commands.add_parser("download", help="download and verify a recipe's files")
+    p.add_argument("name")
+    _root_option(p)
+    _network_options(p)
+    p.set_defaults(run=cmd_download)
+
+    p = commands.add_parser("prepare", help="download, verify and convert into shards")
+    p.add_argument("name")
+    _root_option(p)
+    _network_options(p)
+    p.add_argument("--format", default="lmdb", choices=("lmdb", "minidb", "hdf5"))
+    p.add_argument("--codec", choices=("datum", "tensorprotos"),
+                   help="value encoding for lmdb/minidb (default: datum for image+label, else tensorprotos)")
+    p.add_argument("--splits", nargs="+", help="only these splits (default: all)")
+    p.add_argument("--workers", type=int, default=1, help="conversion processes (output is the same for any N)")
+    p.add_argument("--shard-size", type=_size, default=None, help="target shard size, e.g. 512M, 1G (default 1G)")
+    p.add_argument("--resize", type=_resize, help="HxW: decode and resize images like convert_imageset")
+    p.add_argument("--image-encoding", choices=("asis", "raw", "jpeg", "png"), default="asis",
+                   help="asis keeps images as published (raw after --resize)")
+    p.add_argument("--audio-encoding", choices=("raw", "flac"), default="raw")
+    p.add_argument("--channel-order", choices=("RGB", "BGR"), help="override the Caffe tool's order for raw pixels")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed records, count them in the manifest")
+    p.set_defaults(run=cmd_prepare)
+
+    p = commands.add_parser("verify", help="re-hash every shard and decode every record")
+    p.add_argument("path", type=Path)
+    p.add_argument("--no-decode", action="store_true", help="only re-hash")
+    p.set_defaults(run=cmd_verify)
+
+    p = commands.add_parser("inspect", help="schema, counts and the first records")
+    p.add_argument("path", type=Path)
+    p.add_argument("-n", type=int, default=3, help="records to show per split")
+    p.set_defaults(run=cmd_inspect)
+
+    p = commands.add_parser("show", help="a contact sheet of images (or waveform strips) with labels")
+    p.add_argument("path", type=Path, help="a split directory")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-n", type=int, default=32)
+    p.set_defaults(run=cmd_show)
+
+    p = commands.add_parser("checksums", help="hash the downloaded files, in the --checksums file format")
+    p.add_argument("name")
+    _root_option(p)
+    p.add_argument("--download-dir", type=Path)
+    p.add_argument("--update", action="store_true", help="accept changed upstream files as the new record")
+    p.set_defaults(run=cmd_checksums)
+    return parser
+
+
+def _root_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, default=Path(os.environ.get("THRESHER_ROOT", "datasets")),
+                   help="data root (default ./datasets, or $THRESHER_ROOT)")
+
+
+def _network_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(NETWORK_HELP)
+    g.add_argument("--mirror", default=os.environ.get("THRESHER_MIRROR"),
+                   help="base URL tried first as BASE/<name>/<filename> (also $THRESHER_MIRROR)")
+    g.add_argument("--offline", action="store_true", help="never contact a host other than the mirror")
+    g.add_argument("--checksums", type=Path, help="TSV filename<TAB>size<TAB>sha256 overriding the recipe's")
+    g.add_argument("--download-dir", type=Path, help="where source files are (files placed by hand are used)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+
+
+def _size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _resize(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 256x256, got {text!r}") from None
+    return height, width
+
+
+def _downloads(args: argparse.Namespace) -> Path:
+    return args.download_dir or args.root / args.name / "downloads"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from thresher.registry import all_recipes
+
+    rows = [("name", "splits", "download", "manual")]
+    for name, recipe in sorted(all_recipes().items()):
+        splits = ", ".join(f"{s.name} {s.num_records:,}" for s in recipe.splits)
+        rows.append((name, splits, human_bytes(recipe.download_size), "yes" if recipe.needs_manual_download else "no"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from thresher.registry import get_recipe
+
+    print(info_text(get_recipe(args.name)))
+    return 0
+
+
+def info_text(recipe) -> str:  # noqa: ANN001 - a Recipe
+    lines = [
+        f"{recipe.name} {recipe.version}: {recipe.title}",
+        "",
+        recipe.description,
+        "",
+        f"homepage: {recipe.homepage}",
+        f"license:  {recipe.license}",
+        f"manual download: {'yes' if recipe.needs_manual_download else 'no'}",
+        f"default codec: {recipe.default_codec}; channel order of raw pixels: {recipe.channel_order}",
+        "",
+        "splits:",
+        *(f"  {s.name}: {s.num_records:,} records" + (f" ({s.description})" if s.description else "")
+          for s in recipe.splits),
+        "",
+        "schema:",
+        *(f"  {line}" for line in recipe.schema.describe()),
+        "",
+        "sources:",
+    ]
+    for s in recipe.sources:
+        lines.append(f"  {s.filename}: {human_bytes(s.size) if s.size else 'size not published'}")
+        lines.append(f"    sha256 {s.sha256 or '-'}  md5 {s.md5 or '-'}")
+        lines.append(f"    checksums from: {s.checksum_source}")
+        for url in s.urls:
+            lines.append(f"    {url}")
+    lines += ["", "citation:", recipe.citation or "  (none given by the publisher)"]
+    return "\n".join(lines)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from thresher.acquire import download
+    from thresher.registry import get_recipe
+
+    files = download(get_recipe(args.name), _downloads(args), mirror=args.mirror, offline=args.offline,
+                     checksums=args.checksums, progress=args.progress)
+    for _, path in sorted(files.items()):
+        print(f"{path}  {path.stat().st_size:,} bytes")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from thresher.prepare import DEFAULT_SHARD_SIZE, prepare
+    from thresher.transforms import ConvertOptions
+
+    options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,
+                             audio_encoding=args.audio_encoding, channel_order=args.channel_order)
+    result = prepare(
+        args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits,
+        workers=args.workers, options=options, mirror=args.mirror, offline=args.offline,
+        checksums=args.checksums, download_dir=args.download_dir,
+        shard_size=args.shard_size or DEFAULT_SHARD_SIZE, skip_bad=args.skip_bad, progress=args.progress,
+    )
+    print(result.summary())
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from thresher.verify import verify
+
+    report = verify(args.path, decode=not args.no_decode)
+    for problem in report.problems:
+        print(f"FAIL {problem}")
+    state = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"{report.directory}: {report.files} files hashed, {report.records:,} records decoded: {state}")
+    return 0 if report.ok else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from thresher.verify import inspect_text
+
+    print(inspect_text(args.path, first=args.n))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import thresher
+    from thresher.show import contact_sheet
+
+    dataset = thresher.open(args.path)
+    print(contact_sheet(dataset, args.output, count=args.n))
+    return 0
+
+
+def cmd_checksums(args: argparse.Namespace) -> int:
+    from thresher.fetch.downloader import compute_checksums, format_checksums
+    from thresher.registry import get_recipe
+
+    recipe = get_recipe(args.name)
+    directory = _downloads(args)
+    rows = compute_checksums(directory, [s.filename for s in recipe.sources])
+    if args.update:
+        from thresher.fetch.checksums import record_checksums
+
+        record_checksums(directory, rows)
+        print(f"thresher: recorded these as the trusted checksums in {directory}", file=sys.stderr)
+    sys.stdout.write(format_checksums(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The shape every storage format shares: shards written once under a temporary name, read many times.
+
+Key-value formats (LMDB, minidb) store codec values; HDF5 stores arrays per field, so its
+payload is the record itself. Readers open their handles lazily and per process, so a
+dataset object can be handed to DataLoader worker processes (no handle crosses a fork).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thresher.schema import Schema
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """What a writer or reader needs to know beyond the bytes: the schema and pixel layout."""
+
+    schema: Schema
+    channel_order: str = "RGB"
+    expected_bytes: int = 0  # a hint for pre-sizing (LMDB map), never a limit
+
+
+class ShardWriter(ABC):
+    """Writes one shard at a temporary path; the caller renames it when ``close`` returns."""
+
+    def __init__(self, path: Path, context: ShardContext) -> None:
+        self.path = path
+        self.context = context
+        self.records = 0
+        self.bytes = 0
+
+    @abstractmethod
+    def append(self, key: bytes, payload: Any) -> None:
+        """Add one record; keys arrive in ascending order."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush, sync and close; the shard is then complete at ``self.path``."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Close handles after a failure; the caller removes the temporary path."""
+
+
+class ShardReader(ABC):
+    """Random and sequential access to one finished shard."""
+
+    def __init__(self, path: Path, context: ShardContext) -> None:
+        self.path = path
+        self.context = context
+        self._pid: int | None = None
+
+    def _ensure_open(self) -> None:
+        pid = os.getpid()
+        if self._pid != pid:
+            self._open()
+            self._pid = pid
+
+    @abstractmethod
+    def _open(self) -> None:
+        """(Re)open handles in this process."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def read(self, index: int) -> tuple[bytes, Any]:
+        """Return (key, payload) of the record at ``index`` within this shard."""
+
+    def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[bytes, Any]]:
+        """Sequential access; formats override this with a faster cursor."""
+        stop = len(self) if stop is None else stop
+        for i in range(start, stop):
+            yield self.read(i)
+
+    def close(self) -> None:
+        self._pid = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Handles never cross a process boundary; the child reopens lazily.
+        return {"path": self.path, "context": self.context, "_pid": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class StorageFormat(ABC):
+    name: str
+    uses_codec: bool = True
+
+    @abstractmethod
+    def shard_name(self, index: int) -> str: ...
+
+    @abstractmethod
+    def writer(self, path: Path, context: ShardContext) -> ShardWriter: ...
+
+    @abstractmethod
+    def reader(self, path: Path, context: ShardContext) -> ShardReader: ...
+
+    def split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[Path]:
+        """Extra files a split needs beside its shards (HDF5's list file); written after the shards."""
+        return []

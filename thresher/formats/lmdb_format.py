@@ -1,0 +1,139 @@
+"""LMDB shards as Caffe, Caffe2 and DALI read them: a directory holding ``data.mdb``.
+
+Keys arrive in ascending order, so puts use MDB_APPEND (a sequential bulk load, the fast
+path). The map starts near the expected size and doubles when full, like Caffe's
+``DoubleMapSize``; never a fixed 1 TB map. ``lock.mdb`` is removed after writing: readers
+open read-only without locking (shards are immutable), and Caffe recreates it if it wants one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from thresher.atomic import disk_errors
+from thresher.errors import CorruptShardError
+from thresher.formats.base import ShardContext, ShardReader, ShardWriter, StorageFormat
+
+MIN_MAP_SIZE = 16 << 20
+COMMIT_BYTES = 64 << 20
+
+
+class LmdbWriter(ShardWriter):
+    def __init__(self, path: Path, context: ShardContext) -> None:
+        super().__init__(path, context)
+        self.map_size = max(MIN_MAP_SIZE, _round_up_pow2(int(context.expected_bytes * 1.5)))
+        path.mkdir(parents=True, exist_ok=False)
+        self.env = lmdb.open(
+            str(path), map_size=self.map_size, subdir=True, sync=False, metasync=False,
+            readahead=False, meminit=True, max_dbs=0, lock=True,
+        )
+        self.pending: list[tuple[bytes, bytes]] = []
+        self.pending_bytes = 0
+
+    def append(self, key: bytes, payload: Any) -> None:
+        self.pending.append((key, payload))
+        self.pending_bytes += len(key) + len(payload)
+        self.records += 1
+        self.bytes += len(payload)
+        if self.pending_bytes >= COMMIT_BYTES:
+            self._commit()
+
+    def _commit(self) -> None:
+        if not self.pending:
+            return
+        while True:
+            try:
+                with disk_errors(self.path / "data.mdb", self.pending_bytes), self.env.begin(write=True) as txn:
+                    cursor = txn.cursor()
+                    cursor.putmulti(self.pending, append=True)
+                break
+            except lmdb.MapFullError:
+                self.map_size *= 2
+                self.env.set_mapsize(self.map_size)
+        self.pending = []
+        self.pending_bytes = 0
+
+    def close(self) -> None:
+        self._commit()
+        with disk_errors(self.path / "data.mdb"):
+            self.env.sync(True)
+        self.env.close()
+        (self.path / "lock.mdb").unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        with contextlib.suppress(lmdb.Error):
+            self.env.close()
+
+
+class LmdbReader(ShardReader):
+    def _open(self) -> None:
+        try:
+            self.env = lmdb.open(
+                str(self.path), readonly=True, lock=False, subdir=True, readahead=False, max_readers=1,
+            )
+        except lmdb.Error as exc:
+            raise CorruptShardError(f"{self.path}: cannot open as LMDB: {exc}") from exc
+        self.txn = self.env.begin(buffers=False)
+        self._length = self.env.stat()["entries"]
+        self._keys: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        self._ensure_open()
+        return self._length
+
+    def keys(self) -> list[bytes]:
+        self._ensure_open()
+        if self._keys is None:
+            with self.txn.cursor() as cursor:
+                self._keys = list(cursor.iternext(keys=True, values=False))
+        return self._keys
+
+    def read(self, index: int) -> tuple[bytes, Any]:
+        key = self.keys()[index]
+        value = self.txn.get(key)
+        if value is None:
+            raise CorruptShardError(f"{self.path}: record {index} (key {key.decode(errors='replace')}) is missing")
+        return key, value
+
+    def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[bytes, Any]]:
+        self._ensure_open()
+        stop = len(self) if stop is None else stop
+        if start >= stop:
+            return
+        with self.txn.cursor() as cursor:
+            if start == 0:
+                cursor.first()
+            else:
+                cursor.set_key(self.keys()[start])
+            for n, item in enumerate(cursor.iternext(keys=True, values=True)):
+                if start + n >= stop:
+                    break
+                yield item
+
+    def close(self) -> None:
+        if self._pid is not None:
+            self.txn.abort()
+            self.env.close()
+        super().close()
+
+
+class LmdbFormat(StorageFormat):
+    name = "lmdb"
+
+    def shard_name(self, index: int) -> str:
+        return f"shard-{index:05d}"
+
+    def writer(self, path: Path, context: ShardContext) -> ShardWriter:
+        return LmdbWriter(path, context)
+
+    def reader(self, path: Path, context: ShardContext) -> ShardReader:
+        return LmdbReader(path, context)
+
+
+def _round_up_pow2(n: int) -> int:
+    return 1 << max(n - 1, 1).bit_length()

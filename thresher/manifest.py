@@ -1,0 +1,150 @@
+"""``manifest.json``: what a prepared dataset holds and how to check it, written last.
+
+One manifest per ``<root>/<name>/<format>/`` directory covers every split prepared there.
+It holds no timestamps, so the same inputs and options give the same bytes on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thresher.atomic import write_bytes_atomic
+from thresher.errors import CorruptShardError
+from thresher.schema import Schema
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+HASH_CHUNK = 4 << 20
+
+
+@dataclass
+class FileEntry:
+    path: str  # relative to the format directory
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class ShardEntry:
+    path: str  # relative to the format directory: an LMDB directory or a file
+    records: int
+    first_key: str
+    consumed: int  # records taken from the recipe for this shard, skipped ones included
+    skipped: int
+    files: list[FileEntry] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ShardEntry:
+        values = dict(data)
+        values["files"] = [FileEntry(**f) for f in data.get("files", [])]
+        return cls(**values)
+
+
+@dataclass
+class SplitEntry:
+    records: int
+    bytes: int
+    skipped: int
+    shards: list[ShardEntry]
+    extra_files: list[FileEntry] = field(default_factory=list)
+    skipped_records: list[str] = field(default_factory=list)  # where and why, capped
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SplitEntry:
+        return cls(
+            records=data["records"], bytes=data["bytes"], skipped=data.get("skipped", 0),
+            shards=[ShardEntry.from_json(s) for s in data["shards"]],
+            extra_files=[FileEntry(**f) for f in data.get("extra_files", [])],
+            skipped_records=list(data.get("skipped_records", [])),
+        )
+
+
+@dataclass
+class Manifest:
+    recipe: str
+    recipe_version: str
+    format: str
+    codec: str | None
+    channel_order: str
+    layout: str  # how raw pixels lie in a value: "CHW" (datum, hdf5) or "HWC" (tensorprotos)
+    key_format: str
+    options: dict[str, Any]
+    schema: Schema
+    sources: list[dict[str, Any]]
+    splits: dict[str, SplitEntry]
+    created_by: str = ""
+    directory: Path | None = None  # where it was read from; not serialised
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that decides the bytes of the output except the split contents."""
+        return {
+            "recipe": self.recipe, "recipe_version": self.recipe_version, "format": self.format,
+            "codec": self.codec, "channel_order": self.channel_order, "options": self.options,
+            "schema": self.schema.to_json(), "sources": self.sources, "key_format": self.key_format,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thresher_manifest": MANIFEST_VERSION,
+            "created_by": self.created_by,
+            "recipe": {"name": self.recipe, "version": self.recipe_version},
+            "format": self.format,
+            "codec": self.codec,
+            "channel_order": self.channel_order,
+            "layout": self.layout,
+            "key_format": self.key_format,
+            "options": self.options,
+            "schema": self.schema.to_json(),
+            "sources": self.sources,
+            "splits": {name: asdict(entry) for name, entry in sorted(self.splits.items())},
+        }
+
+    def dumps(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n").encode()
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST_NAME
+        write_bytes_atomic(path, self.dumps())
+        self.directory = directory
+        return path
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], directory: Path | None = None) -> Manifest:
+        if data.get("thresher_manifest") != MANIFEST_VERSION:
+            raise CorruptShardError(f"{directory}: not a thresher manifest of version {MANIFEST_VERSION}")
+        return cls(
+            recipe=data["recipe"]["name"], recipe_version=data["recipe"]["version"],
+            format=data["format"], codec=data["codec"], channel_order=data["channel_order"],
+            layout=data["layout"], key_format=data["key_format"], options=data["options"],
+            schema=Schema.from_json(data["schema"]), sources=data["sources"],
+            splits={k: SplitEntry.from_json(v) for k, v in data["splits"].items()},
+            created_by=data.get("created_by", ""), directory=directory,
+        )
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = Path(directory) / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no manifest here; is this a prepared dataset directory?") from None
+        except json.JSONDecodeError as exc:
+            raise CorruptShardError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_json(data, Path(directory))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_entry(base: Path, path: Path) -> FileEntry:
+    return FileEntry(path=path.relative_to(base).as_posix(), bytes=path.stat().st_size, sha256=sha256_file(path))

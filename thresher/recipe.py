@@ -1,0 +1,148 @@
+"""What a recipe is: the facts about one dataset and the code that turns its archives into records.
+
+A recipe module in ``thresher.recipes`` defines one subclass of :class:`Recipe` and exposes an
+instance as ``RECIPE``. Everything generic (download, decode/resize, codecs, writers,
+manifest) lives in the machinery; a recipe holds only what is special about its dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from thresher.errors import MalformedDataError
+from thresher.schema import Schema
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """Yielded by a recipe in place of a record it cannot build, so the run can go on with --skip-bad.
+
+    Without --skip-bad the pipeline raises :meth:`error`; either way the place is named.
+    """
+
+    source: str
+    where: str
+    problem: str
+
+    def error(self) -> MalformedDataError:
+        return MalformedDataError(self.source, self.where, self.problem)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to download.
+
+    ``urls`` are tried in order (the official one first, then published mirrors).
+    ``sha256``/``md5``/``size`` are the published values, with ``checksum_source`` saying where
+    they were published; all three may be ``None`` when nothing is published, in which case the
+    first download's sha256 is recorded and trusted from then on.
+    """
+
+    filename: str
+    urls: tuple[str, ...]
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    checksum_source: str = "none published"
+    manual: bool = False
+
+    @property
+    def has_published_checksum(self) -> bool:
+        return bool(self.sha256 or self.md5)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split and the number of records the full published dataset has in it."""
+
+    name: str
+    num_records: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Miniature:
+    """What a recipe's miniature writer produced: files on disk and the records they hold.
+
+    ``records`` maps a split to the records a correct conversion must yield, in order and in
+    source form (before any option such as resize or FLAC encoding is applied).
+    """
+
+    files: Mapping[str, Path]
+    records: Mapping[str, list[Record]] = field(default_factory=dict)
+
+
+class Recipe:
+    """Base class of every recipe. Subclasses fill the class attributes and two methods."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1.0.0"
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    homepage: ClassVar[str] = ""
+    license: ClassVar[str] = "not stated by the publisher"
+    citation: ClassVar[str] = ""
+    sources: ClassVar[tuple[Source, ...]] = ()
+    splits: ClassVar[tuple[Split, ...]] = ()
+    schema: ClassVar[Schema]
+    # Channel order of raw colour pixels in Caffe-style outputs, as the Caffe tool for the same
+    # data writes them: "RGB" (convert_cifar_data), "BGR" (convert_imageset), "GRAY".
+    channel_order: ClassVar[str] = "RGB"
+    manual_instructions: ClassVar[str] = ""
+
+    def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
+        """Yield the records of ``split`` in their fixed order, read from the downloaded files.
+
+        ``files`` maps each source filename to its verified local path. Records are in source
+        form: raw images as uint8 HWC RGB arrays or the published encoded bytes, audio as int16.
+        A record that cannot be built is yielded as a :class:`BadRecord` naming the member and the
+        offset or line; content so broken that nothing after it can be trusted raises
+        :class:`thresher.errors.MalformedDataError` instead.
+        """
+        raise NotImplementedError
+
+    def locate(self, split: str, index: int) -> str:
+        """Name the place record ``index`` of ``split`` came from, for error messages."""
+        return f"{self.name} {split} record {index}"
+
+    def write_miniature(self, directory: Path) -> Miniature:
+        """Write small archives in the real layout and format of this dataset, for tests and the demo."""
+        raise NotImplementedError
+
+    # -- derived facts -------------------------------------------------------------------------
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.splits)
+
+    def split(self, name: str) -> Split:
+        for s in self.splits:
+            if s.name == name:
+                return s
+        raise KeyError(f"{self.name} has no split {name!r}; it has {', '.join(self.split_names)}")
+
+    def source(self, filename: str) -> Source:
+        for s in self.sources:
+            if s.filename == filename:
+                return s
+        raise KeyError(f"{self.name} has no source file {filename!r}")
+
+    @property
+    def needs_manual_download(self) -> bool:
+        return any(s.manual for s in self.sources)
+
+    @property
+    def download_size(self) -> int | None:
+        sizes = [s.size for s in self.sources]
+        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+
+    @property
+    def default_codec(self) -> str:
+        """``datum`` where a record is one image and one integer label, ``tensorprotos`` otherwise."""
+        kinds = sorted(f.kind for f in self.schema)
+        return "datum" if kinds == ["image", "int"] else "tensorprotos"

@@ -1,0 +1,121 @@
+"""``thresher verify``: re-hash every shard against the manifest and decode every record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thresher.errors import CorruptShardError, ThresherError
+from thresher.manifest import MANIFEST_NAME, Manifest, sha256_file
+from thresher.reader import Dataset
+
+
+@dataclass
+class VerifyReport:
+    directory: Path
+    records: int = 0
+    files: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def locate_manifest(path: Path) -> tuple[Manifest, list[str]]:
+    """A format directory means all its splits; a split directory means that split."""
+    path = Path(path)
+    if (path / MANIFEST_NAME).exists():
+        manifest = Manifest.read(path)
+        return manifest, sorted(manifest.splits)
+    if (path.parent / MANIFEST_NAME).exists():
+        return Manifest.read(path.parent), [path.name]
+    raise FileNotFoundError(f"{path}: no {MANIFEST_NAME} here or in the parent directory")
+
+
+def verify(path: str | Path, *, decode: bool = True) -> VerifyReport:
+    manifest, splits = locate_manifest(Path(path))
+    assert manifest.directory is not None
+    report = VerifyReport(manifest.directory)
+    for split in splits:
+        entry = manifest.splits.get(split)
+        if entry is None:
+            report.problems.append(f"{manifest.directory / split}: the manifest has no split {split!r}")
+            continue
+        files = [f for shard in entry.shards for f in shard.files] + entry.extra_files
+        hashes_ok = True
+        for f in files:
+            report.files += 1
+            target = manifest.directory / f.path
+            if not target.is_file():
+                report.problems.append(f"{target}: missing")
+                hashes_ok = False
+                continue
+            size = target.stat().st_size
+            if size != f.bytes:
+                report.problems.append(f"{target}: {size} bytes, manifest says {f.bytes}")
+                hashes_ok = False
+                continue
+            digest = sha256_file(target)
+            if digest != f.sha256:
+                report.problems.append(f"{target}: sha256 {digest} differs from the manifest's {f.sha256}")
+                hashes_ok = False
+        if decode and hashes_ok:
+            _decode_all(manifest, split, report)
+    return report
+
+
+def _decode_all(manifest: Manifest, split: str, report: VerifyReport) -> None:
+    dataset = Dataset(manifest, split, decode=True)
+    entry = manifest.splits[split]
+    try:
+        for shard, shard_entry in zip(dataset.shards, entry.shards, strict=True):
+            if len(shard) != shard_entry.records:
+                report.problems.append(f"{shard.path}: {len(shard)} records, manifest says {shard_entry.records}")
+                continue
+        for index in range(len(dataset)):
+            dataset[index]
+            report.records += 1
+    except (ThresherError, OSError, ValueError) as exc:
+        report.problems.append(f"{split} record {report.records}: {exc}")
+    finally:
+        dataset.close()
+
+
+def inspect_text(path: str | Path, *, first: int = 3) -> str:
+    """Schema, counts and the first records, as text for a terminal."""
+    manifest, splits = locate_manifest(Path(path))
+    lines = [
+        f"{manifest.recipe} {manifest.recipe_version} — {manifest.format}"
+        + (f", codec {manifest.codec}" if manifest.codec else "")
+        + f", channel order {manifest.channel_order}, layout {manifest.layout}, keys {manifest.key_format}",
+        "schema:",
+        *(f"  {line}" for line in manifest.schema.describe()),
+    ]
+    for split in splits:
+        entry = manifest.splits[split]
+        lines.append(f"{split}: {entry.records:,} records in {len(entry.shards)} shard(s), {entry.bytes:,} bytes"
+                     + (f", {entry.skipped} skipped" if entry.skipped else ""))
+        dataset = Dataset(manifest, split, decode=True)
+        try:
+            for i in range(min(first, len(dataset))):
+                lines.append(f"  [{i}] " + describe_record(dataset[i]))
+        except CorruptShardError as exc:
+            lines.append(f"  cannot read: {exc}")
+        finally:
+            dataset.close()
+    return "\n".join(lines)
+
+
+def describe_record(record: dict) -> str:
+    import numpy as np
+
+    parts = []
+    for name, value in record.items():
+        if isinstance(value, np.ndarray):
+            parts.append(f"{name}={value.dtype}{list(value.shape)}")
+        elif isinstance(value, bytes):
+            parts.append(f"{name}=<{len(value)} bytes>")
+        else:
+            parts.append(f"{name}={value!r}")
+    return " ".join(parts)
