@@ -9,6 +9,7 @@ open read-only without locking (shards are immutable), and Caffe recreates it if
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,14 +71,58 @@ class LmdbWriter(ShardWriter):
             self.env.close()
 
 
+class _SharedEnvironments:
+    """One read-only environment per LMDB path per process, shared by every reader of it.
+
+    LMDB forbids opening the same environment twice in a process (py-lmdb refuses), and an
+    environment must not be used after fork; a child therefore drops what it inherited
+    and opens its own.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.envs: dict[str, list[Any]] = {}  # realpath -> [environment, number of readers]
+
+    def acquire(self, path: Path) -> lmdb.Environment:
+        self._forget_inherited()
+        key = os.path.realpath(path)
+        entry = self.envs.get(key)
+        if entry is None:
+            try:
+                env = lmdb.open(key, readonly=True, lock=False, subdir=True, readahead=False, max_readers=2048)
+            except lmdb.Error as exc:
+                raise CorruptShardError(f"{path}: cannot open as LMDB: {exc}") from exc
+            entry = self.envs[key] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+    def release(self, path: Path) -> None:
+        if self.pid != os.getpid():
+            return
+        key = os.path.realpath(path)
+        entry = self.envs.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self.envs[key]
+                entry[0].close()
+
+    def _forget_inherited(self) -> None:
+        if self.pid == os.getpid():
+            return
+        for env, _ in self.envs.values():
+            with contextlib.suppress(lmdb.Error):
+                env.close()  # the child's copy of the mapping and descriptor only
+        self.envs.clear()
+        self.pid = os.getpid()
+
+
+_ENVIRONMENTS = _SharedEnvironments()
+
+
 class LmdbReader(ShardReader):
     def _open(self) -> None:
-        try:
-            self.env = lmdb.open(
-                str(self.path), readonly=True, lock=False, subdir=True, readahead=False, max_readers=1,
-            )
-        except lmdb.Error as exc:
-            raise CorruptShardError(f"{self.path}: cannot open as LMDB: {exc}") from exc
+        self.env = _ENVIRONMENTS.acquire(self.path)
         self.txn = self.env.begin(buffers=False)
         self._length = self.env.stat()["entries"]
         self._keys: list[bytes] | None = None
@@ -116,9 +161,10 @@ class LmdbReader(ShardReader):
                 yield item
 
     def close(self) -> None:
-        if self._pid is not None:
-            self.txn.abort()
-            self.env.close()
+        if self._pid == os.getpid():
+            with contextlib.suppress(lmdb.Error):
+                self.txn.abort()
+            _ENVIRONMENTS.release(self.path)
         super().close()
 
 
