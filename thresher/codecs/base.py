@@ -1,0 +1,269 @@
+"""Shared pieces of the record codecs: the ``Codec`` protocol, varints, channel order, batching.
+
+The fast paths write and read protobuf wire bytes by hand, so the varint helpers here must agree
+with protobuf exactly: an ``int32`` is written as the 64-bit two's complement varint (10 bytes when
+negative) and read back from the low 32 bits.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from thresher.errors import UnsupportedCodecError
+from thresher.schema import Field, Schema
+
+CHANNEL_ORDERS: tuple[str, ...] = ("RGB", "BGR", "GRAY")
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_U64 = 1 << 64
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Turns one record into one DB value and back. ``decode(encode(r)) == r`` always."""
+
+    name: str
+
+    def check(self, schema: Schema) -> None: ...
+
+    def encode(self, record: dict, schema: Schema, channel_order: str) -> bytes: ...
+
+    def decode(self, value: bytes, schema: Schema, channel_order: str) -> dict: ...
+
+    def decode_batch(self, values: Sequence[bytes], schema: Schema, channel_order: str) -> dict[str, np.ndarray]: ...
+
+
+class PlanCache:
+    """Per (schema, channel order) precomputed state, found by identity first (cheap per record),
+    then by equality so that a fresh but equal Schema object still reuses the warm caches."""
+
+    def __init__(self, build: Callable[[Schema, str], Any]) -> None:
+        self._build = build
+        self._by_id: dict[tuple[int, str], tuple[Schema, Any]] = {}
+        self._by_value: dict[tuple[Schema, str], Any] = {}
+        self._last: tuple[Any, str, Any] = (None, "", None)
+
+    def get(self, schema: Schema, channel_order: str) -> Any:
+        last = self._last  # one tuple, so another thread never sees a half-updated memo
+        if last[0] is schema and last[1] == channel_order:
+            return last[2]
+        plan = self._lookup(schema, channel_order)
+        self._last = (schema, channel_order, plan)
+        return plan
+
+    def _lookup(self, schema: Schema, channel_order: str) -> Any:
+        hit = self._by_id.get((id(schema), channel_order))
+        if hit is not None and hit[0] is schema:
+            return hit[1]
+        try:
+            plan = self._by_value.get((schema, channel_order))
+            hashable = True
+        except TypeError:  # a Field built with a list shape
+            plan, hashable = None, False
+        if plan is None:
+            plan = self._build(schema, channel_order)
+            if hashable:
+                if len(self._by_value) >= 64:
+                    self._by_value.clear()
+                self._by_value[(schema, channel_order)] = plan
+        if len(self._by_id) >= 256:
+            self._by_id.clear()
+        self._by_id[(id(schema), channel_order)] = (schema, plan)
+        return plan
+
+
+# --------------------------------------------------------------------------- varints
+
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
+def varint(value: int) -> bytes:
+    """Protobuf varint of ``value``; negatives as 64-bit two's complement (like int32/int64)."""
+    if 0 <= value < 128:
+        return _SMALL[value]
+    if value < 0:
+        value += _U64
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Read one varint at ``pos``: (unsigned 64-bit value, position after it). IndexError if cut."""
+    result = 0
+    shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result & (_U64 - 1), pos
+        shift += 7
+        if shift >= 70:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def checked_int32(value: Any, field: Field) -> int:
+    """``value`` as a Python int that fits int32, else UnsupportedCodecError (it would be truncated)."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"field {field.name!r}: expected an int, got {type(value).__name__}") from None
+    if not INT32_MIN <= v <= INT32_MAX:
+        raise UnsupportedCodecError(f"field {field.name!r}: value {v} does not fit the int32 the format stores")
+    return v
+
+
+def check_int32_bounds(field: Field, codec: str) -> None:
+    """Refuse an int field whose declared range cannot be stored as int32."""
+    for bound in (field.minimum, field.maximum):
+        if bound is not None and not INT32_MIN <= bound <= INT32_MAX:
+            raise UnsupportedCodecError(
+                f"{codec} stores integers as int32; field {field.name!r} may hold {bound}, which does not fit"
+            )
+
+
+# --------------------------------------------------------------------------- channel order
+
+
+def needs_swap(channel_order: str, channels: int) -> bool:
+    """Whether RGB pixels must be swapped to BGR (and back) for this channel order."""
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"unknown channel order {channel_order!r}; expected one of {', '.join(CHANNEL_ORDERS)}")
+    if channel_order == "GRAY" and channels != 1:
+        raise ValueError(f"channel order GRAY needs 1-channel images, got {channels} channels")
+    return channel_order == "BGR" and channels >= 3
+
+
+def swap_rb(hwc: np.ndarray) -> np.ndarray:
+    """RGB(A) <-> BGR(A) on the last axis (a view for 3 channels)."""
+    if hwc.shape[-1] == 3:
+        return hwc[..., ::-1]
+    order = [2, 1, 0, *range(3, hwc.shape[-1])]
+    return hwc[..., order]
+
+
+def check_image(value: Any, field: Field) -> np.ndarray:
+    """A raw image value must be uint8 (H, W, C) and match the schema's fixed shape if any."""
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 3:
+        got = f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise ValueError(f"field {field.name!r}: raw image must be a uint8 (H, W, C) array, got {got}")
+    shape = field.shape
+    if shape is not None and value.shape != shape and value.shape != tuple(shape):
+        raise ValueError(f"field {field.name!r}: image shape {value.shape} differs from the schema's {field.shape}")
+    if value.size == 0:
+        raise ValueError(f"field {field.name!r}: image of shape {value.shape} has no pixels")
+    return value
+
+
+def as_bytes(value: Any, field: Field) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise ValueError(f"field {field.name!r}: encoded {field.encoding} value must be bytes, got {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def varint_columns(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one varint per row of an (N, k) byte matrix, as protobuf int32 would.
+
+    Returns (values as int64, ok mask); ok is False where the row is not exactly one well-formed
+    varint of k bytes or its value is not an int32 (those rows go to the slow path).
+    """
+    count, k = cols.shape
+    if not 1 <= k <= 10:
+        return np.zeros(count, np.int64), np.zeros(count, bool)
+    ok = cols[:, k - 1] < 0x80
+    value = (cols[:, 0] & 0x7F).astype(np.uint64)
+    for j in range(1, k):
+        ok &= cols[:, j - 1] >= 0x80
+        value |= (cols[:, j] & 0x7F).astype(np.uint64) << np.uint64(7 * j)
+    signed = value.view(np.int64)
+    ok &= (signed >= INT32_MIN) & (signed <= INT32_MAX)
+    return signed, ok
+
+
+TailParser = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def split_fixed(
+    values: Sequence[bytes], head: bytes, n: int, parse_tail: TailParser
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slice values laid out as ``head + n payload bytes + tail`` without a Python loop per value.
+
+    Values are joined into one buffer grouped by length, so each group is an (count, length)
+    matrix: the head is compared column-wise, ``parse_tail`` reads the label from the tail
+    columns, and the payload is a column slice. Returns (payload (N, n), labels (N,), indices of
+    values that did not match, to be decoded one at a time; their payload rows are garbage).
+    """
+    count = len(values)
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=count)
+    first = int(lengths[0])
+    if (lengths == first).all():
+        groups = [(first, None)]
+        buf = np.frombuffer(bytearray().join(values), np.uint8)
+    else:
+        order = np.argsort(lengths, kind="stable")
+        buf = np.frombuffer(bytearray().join([values[i] for i in order.tolist()]), np.uint8)
+        sizes, counts = np.unique(lengths, return_counts=True)
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        groups = [(int(size), order[bounds[g] : bounds[g + 1]]) for g, size in enumerate(sizes)]
+    head_arr = np.frombuffer(head, np.uint8)
+    hl = len(head)
+    labels = np.zeros(count, np.int64)
+    bad: list[np.ndarray] = []
+    payload: np.ndarray | None = None
+    offset = 0
+    for size, where in groups:
+        rows_count = count if where is None else len(where)
+        rows = buf[offset : offset + size * rows_count].reshape(rows_count, size)
+        offset += size * rows_count
+        if size < hl + n + 1:
+            bad.append(np.arange(count) if where is None else where)
+            continue
+        got, ok = parse_tail(rows[:, hl + n :])
+        ok &= (rows[:, :hl] == head_arr).all(axis=1)
+        if where is None:
+            payload = rows[:, hl : hl + n]
+            labels = got
+            bad.append(np.flatnonzero(~ok))
+            break
+        if payload is None:
+            payload = np.empty((count, n), np.uint8)
+        payload[where] = rows[:, hl : hl + n]
+        labels[where] = got
+        bad.append(where[~ok])
+    if payload is None:
+        payload = np.zeros((count, n), np.uint8)
+    return payload, labels, np.sort(np.concatenate(bad))
+
+
+def stack_column(items: list[Any], field: Field) -> np.ndarray:
+    """One batch column: ints -> int64, equal-shape arrays -> stacked, anything else -> object array."""
+    if field.kind == "int":
+        return np.array(items, dtype=np.int64)
+    if items and all(isinstance(x, np.ndarray) for x in items):
+        first = items[0]
+        if all(x.shape == first.shape and x.dtype == first.dtype for x in items):
+            return np.stack(items)
+    column = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        column[i] = x
+    return column
+
+
+def decode_each(
+    values: Sequence[bytes], schema: Schema, decode: Callable[[bytes], dict]
+) -> dict[str, np.ndarray]:
+    """The slow batch path: decode one record at a time and stack each column."""
+    records = [decode(v) for v in values]
+    return {f.name: stack_column([r[f.name] for r in records], f) for f in schema}
