@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from thresher.errors import DiskSpaceError
+from thresher.errors import DiskSpaceError, WriteError
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
@@ -56,14 +57,33 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def disk_errors(path: Path, needed: int | None = None) -> Iterator[None]:
-    """Turn ENOSPC/EFBIG into a DiskSpaceError that names the path and the space needed."""
+def disk_errors(path: Path, needed: int | None = None,
+                library_errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn a full disk or file-size limit into a DiskSpaceError naming the path and the space needed.
+
+    Libraries report these vaguely (py-lmdb says "Input/output error", h5py raises RuntimeError),
+    so for their errors the actual condition is checked; any other failure of theirs is still
+    reported with the path, never as a bare library traceback.
+    """
     try:
         yield
     except OSError as exc:
-        if exc.errno not in DISK_FULL_ERRNOS:
-            raise
-        raise disk_full_error(path, needed) from exc
+        if exc.errno in DISK_FULL_ERRNOS or (library_errors and space_exhausted(path, needed)):
+            raise disk_full_error(path, needed) from exc
+        raise
+    except library_errors as exc:
+        if space_exhausted(path, needed):
+            raise disk_full_error(path, needed) from exc
+        raise WriteError(f"{path}: writing failed: {exc}") from exc
+
+
+def space_exhausted(path: Path, needed: int | None) -> bool:
+    """True when the filesystem is (nearly) full or a file-size limit is in force."""
+    free = shutil.disk_usage(existing_parent(path)).free
+    if free < max(needed or 0, 1 << 20):
+        return True
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return soft != resource.RLIM_INFINITY
 
 
 def disk_full_error(path: Path, needed: int | None = None) -> DiskSpaceError:

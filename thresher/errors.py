@@ -57,5 +57,9 @@ class DiskSpaceError(ThresherError):
     """Not enough free space, or the disk filled up while writing."""
 
 
+class WriteError(ThresherError):
+    """Writing an output failed for a reason other than space; names the path."""
+
+
 class LockTimeout(ThresherError):
     """Another process holds the lock for too long."""

@@ -27,6 +27,7 @@ CHUNK_BYTES = 1 << 20
 BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
 AUDIO_DTYPE = h5py.vlen_dtype(np.int16)
 TEXT_DTYPE = h5py.string_dtype("utf-8")
+HDF5_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError)
 
 
 def dataset_name(f: Field) -> str:
@@ -96,7 +97,8 @@ class Hdf5Writer(ShardWriter):
     def __init__(self, path: Path, context: ShardContext) -> None:
         super().__init__(path, context)
         check_schema(context.schema)
-        self.file = h5py.File(path, "w-", libver="earliest", track_order=False)
+        with disk_errors(path, None, HDF5_ERRORS):
+            self.file = h5py.File(path, "w-", libver="earliest", track_order=False)
         self.rows: dict[str, list[Any]] = {f.name: [] for f in context.schema}
         self.datasets: dict[str, h5py.Dataset] = {}
         for f in context.schema:
@@ -122,7 +124,7 @@ class Hdf5Writer(ShardWriter):
             self._flush()
 
     def _flush(self) -> None:
-        with disk_errors(self.path):
+        with disk_errors(self.path, None, HDF5_ERRORS):
             for f in self.context.schema:
                 rows = self.rows[f.name]
                 if not rows:
@@ -139,7 +141,7 @@ class Hdf5Writer(ShardWriter):
 
     def close(self) -> None:
         self._flush()
-        with disk_errors(self.path):
+        with disk_errors(self.path, None, HDF5_ERRORS):
             self.file.flush()
             self.file.close()
 

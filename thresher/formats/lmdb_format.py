@@ -21,6 +21,8 @@ from thresher.errors import CorruptShardError
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, StorageFormat
 
 MIN_MAP_SIZE = 16 << 20
+# What a failing write surfaces as; MapFullError is handled (the map grows) before this applies.
+LMDB_ERRORS: tuple[type[BaseException], ...] = (lmdb.Error,)
 COMMIT_BYTES = 64 << 20
 
 
@@ -47,21 +49,21 @@ class LmdbWriter(ShardWriter):
     def _commit(self) -> None:
         if not self.pending:
             return
-        while True:
-            try:
-                with disk_errors(self.path / "data.mdb", self.pending_bytes), self.env.begin(write=True) as txn:
-                    cursor = txn.cursor()
-                    cursor.putmulti(self.pending, append=True)
-                break
-            except lmdb.MapFullError:
-                self.map_size *= 2
-                self.env.set_mapsize(self.map_size)
+        with disk_errors(self.path / "data.mdb", self.pending_bytes, LMDB_ERRORS):
+            while True:
+                try:
+                    with self.env.begin(write=True) as txn:
+                        txn.cursor().putmulti(self.pending, append=True)
+                    break
+                except lmdb.MapFullError:  # grow like Caffe's DoubleMapSize and redo the batch
+                    self.map_size *= 2
+                    self.env.set_mapsize(self.map_size)
         self.pending = []
         self.pending_bytes = 0
 
     def close(self) -> None:
         self._commit()
-        with disk_errors(self.path / "data.mdb"):
+        with disk_errors(self.path / "data.mdb", None, LMDB_ERRORS):
             self.env.sync(True)
         self.env.close()
         (self.path / "lock.mdb").unlink(missing_ok=True)
