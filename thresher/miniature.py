@@ -13,17 +13,23 @@ from thresher.manifest import sha256_file
 FIXED_MTIME = 1243728000  # any constant: miniatures must not change from run to run
 
 
-def write_tar(path: Path, members: Mapping[str, bytes], *, compression: str = "") -> Path:
-    """Write ``members`` (name → bytes, in order) as a tar; ``compression`` is "", "gz", "bz2" or "xz"."""
+def write_tar(path: Path, members: Mapping[str, bytes | None], *, compression: str = "") -> Path:
+    """Write ``members`` (name → bytes, or None for a directory, in order) as a tar.
+
+    ``compression`` is "", "gz", "bz2" or "xz"; gzip gets a zero timestamp so the bytes repeat.
+    """
     mode = f"w:{compression}" if compression else "w"
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
             info.mtime = FIXED_MTIME
-            tar.addfile(info, io.BytesIO(data))
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
     if not compression:
         path.write_bytes(raw.getvalue())
     elif compression == "gz":

@@ -29,7 +29,7 @@ from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
 from thresher.manifest import MANIFEST_NAME, Manifest, ShardEntry, SplitEntry, file_entry
-from thresher.recipe import BadRecord, Recipe, Record
+from thresher.recipe import WHERE, BadRecord, Recipe, Record
 from thresher.registry import get_recipe
 from thresher.schema import Field, Schema
 from thresher.transforms import ConvertOptions
@@ -38,7 +38,6 @@ log = logging.getLogger("thresher")
 
 DEFAULT_SHARD_SIZE = 1 << 30
 CHUNK_RECORDS = 256
-WHERE = "__where__"  # optional record key a recipe sets to name the member a record came from
 MAX_SKIP_NOTES = 100
 PROGRESS_NAME = ".progress.json"
 

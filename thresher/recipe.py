@@ -16,6 +16,9 @@ from thresher.errors import MalformedDataError
 from thresher.schema import Schema
 
 Record = dict[str, Any]
+# Optional record key naming where a record came from (e.g. "102flowers.tgz:jpg/image_00042.jpg"),
+# for recipes whose records cannot be located from their index alone; removed before encoding.
+WHERE = "__where__"
 
 
 @dataclass(frozen=True)
