@@ -45,6 +45,10 @@ class MalformedDataError(ThresherError):
         super().__init__(f"{location}: {problem}")
 
 
+class CorruptArchiveError(MalformedDataError):
+    """The archive's bytes end early or do not decode (a truncated or damaged download)."""
+
+
 class UnsupportedCodecError(ThresherError):
     """The chosen codec cannot represent this dataset's records without loss."""
 

@@ -1,0 +1,436 @@
+"""Safe archive reading: normal tars in every compression, and hostile or broken ones refused."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import stat
+import tarfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from thresher.archive import (
+    DEFAULT_LIMITS,
+    CorruptArchiveError,
+    Limits,
+    Member,
+    describe_head,
+    iter_tar,
+    open_gzip,
+    read_tar_members,
+    safe_extract,
+    sniff_compression,
+)
+from thresher.errors import MalformedDataError, UnsafeArchiveError
+
+MODES = {"tar": "w", "tar.gz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}
+FILES = {
+    "cifar-10-batches-bin/data_batch_1.bin": bytes(range(256)) * 40,
+    "cifar-10-batches-bin/readme.html": b"<html>readme</html>",
+    "cifar-10-batches-bin/empty.txt": b"",
+}
+HTML = b"<!DOCTYPE html>\n<html><head><title>Quota exceeded</title></head><body>Sorry</body></html>\n"
+
+
+def entry(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tuple:
+    return (name, data, kind, linkname)
+
+
+def make_tar(path: Path, entries: Iterable[tuple] | dict[str, bytes], mode: str = "w") -> Path:
+    if isinstance(entries, dict):
+        entries = [entry(n, d) for n, d in entries.items()]
+    with tarfile.open(path, mode, format=tarfile.PAX_FORMAT) as tf:
+        for name, data, kind, linkname in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.linkname = linkname
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+            tf.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    return path
+
+
+def names_archive_and_member(path: Path, member: str) -> str:
+    return re.escape(str(path)) + r".*" + re.escape(member)
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# -- normal archives -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", list(MODES))
+def test_iterates_every_compression(tmp_path: Path, suffix: str) -> None:
+    entries = [entry("cifar-10-batches-bin", kind=tarfile.DIRTYPE)] + [entry(n, d) for n, d in FILES.items()]
+    path = make_tar(tmp_path / f"a.{suffix}", entries, MODES[suffix])
+    expected_kind = {"tar": "tar", "tar.gz": "gzip", "tar.bz2": "bz2", "tar.xz": "xz"}[suffix]
+    assert sniff_compression(path) == expected_kind
+    seen = {}
+    for member in iter_tar(path):
+        assert member.size == len(FILES[member.name])
+        seen[member.name] = member.read()
+    assert seen == FILES
+    assert read_tar_members(path, ["cifar-10-batches-bin/readme.html"]) == {
+        "cifar-10-batches-bin/readme.html": FILES["cifar-10-batches-bin/readme.html"]
+    }
+    assert read_tar_members(path, lambda n: n.endswith(".bin")) == {
+        "cifar-10-batches-bin/data_batch_1.bin": FILES["cifar-10-batches-bin/data_batch_1.bin"]
+    }
+
+
+def test_compression_comes_from_magic_not_name(tmp_path: Path) -> None:
+    # 102flowers.tgz is an uncompressed tar; and a gzip named .tar must work too.
+    flowers = make_tar(tmp_path / "102flowers.tgz", {"jpg/image_00001.jpg": b"\xff\xd8jpeg"}, "w")
+    assert sniff_compression(flowers) == "tar"
+    assert [(m.name, m.read()) for m in iter_tar(flowers)] == [("jpg/image_00001.jpg", b"\xff\xd8jpeg")]
+    odd = make_tar(tmp_path / "plain.tar", FILES, "w:gz")
+    assert sniff_compression(odd) == "gzip"
+    assert {m.name for m in iter_tar(odd)} == set(FILES)
+
+
+def test_names_are_normalised(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "n.tar", {"./an4//etc/./an4_train.fileids": b"x", "an4/wav/a.raw": b"yz"})
+    assert [m.name for m in iter_tar(path)] == ["an4/etc/an4_train.fileids", "an4/wav/a.raw"]
+
+
+def test_streaming_open_and_single_use(tmp_path: Path) -> None:
+    big = os.urandom(300_000)
+    path = make_tar(tmp_path / "s.tar.gz", {"big.bin": big, "small": b"s"}, "w:gz")
+    members = []
+    for member in iter_tar(path):
+        if member.name == "big.bin":
+            with member.open() as f:
+                assert f.read(10) == big[:10]
+                assert f.read() == big[10:]
+            with pytest.raises(RuntimeError, match="already opened"):
+                member.open()
+        members.append(member)
+    with pytest.raises(RuntimeError, match="moved on"):
+        members[1].read()  # the iterator has moved past it
+
+
+def test_read_refuses_members_too_big_for_memory_but_open_streams(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "r.tar", {"huge.bin": b"z" * 5000})
+    for member in iter_tar(path, limits=Limits(max_read_size=1000)):
+        with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(path, "huge.bin") + ".*open"):
+            member.read()
+    for member in iter_tar(path, limits=Limits(max_read_size=1000)):
+        with member.open() as f:
+            assert sum(len(chunk) for chunk in iter(lambda f=f: f.read(700), b"")) == 5000
+
+
+def test_read_tar_members_reports_missing(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "m.tar", FILES)
+    with pytest.raises(MalformedDataError, match=r"m\.tar.*'cifar-10-batches-bin/test_batch.bin'"):
+        read_tar_members(path, ["cifar-10-batches-bin/readme.html", "cifar-10-batches-bin/test_batch.bin"])
+
+
+def test_member_from_bytes() -> None:
+    member = Member.from_bytes("a/b.bin", b"abc")
+    assert (member.name, member.size, member.read()) == ("a/b.bin", 3, b"abc")
+
+
+def test_limits_from_expected() -> None:
+    limits = Limits.from_expected(47_040_016, members=4)
+    assert limits.max_total_size == limits.max_member_size == 470_400_160
+    assert limits.max_members == 140
+    assert limits.max_read_size == 470_400_160
+    assert Limits.from_expected(10, factor=2.5).max_members == DEFAULT_LIMITS.max_members
+    with pytest.raises(ValueError):
+        Limits(max_members=-1)
+
+
+# -- hostile archives ------------------------------------------------------------------------
+
+
+HOSTILE = {
+    "dotdot": ([entry("ok.txt", b"fine"), entry("../evil.txt", b"pwned")], "../evil.txt", "'..'"),
+    "dotdot_inside": ([entry("a/../../evil.txt", b"pwned")], "a/../../evil.txt", "'..'"),
+    "absolute": ([entry("/tmp/thresher-abs-evil.txt", b"pwned")], "/tmp/thresher-abs-evil.txt", "absolute"),
+    "symlink": (
+        [entry("link", kind=tarfile.SYMTYPE, linkname="../outside"), entry("link/pwned.txt", b"pwned")],
+        "link",
+        "symbolic link",
+    ),
+    "symlink_abs": (
+        [entry("passwd", kind=tarfile.SYMTYPE, linkname="/etc/passwd")],
+        "passwd",
+        "symbolic link",
+    ),
+    "hardlink": ([entry("hard", kind=tarfile.LNKTYPE, linkname="../outside/x")], "hard", "hard link"),
+    "chardev": ([entry("dev/null", kind=tarfile.CHRTYPE)], "dev/null", "character device"),
+    "blockdev": ([entry("dev/sda", kind=tarfile.BLKTYPE)], "dev/sda", "block device"),
+    "fifo": ([entry("pipe", kind=tarfile.FIFOTYPE)], "pipe", "FIFO"),
+    "long_name": ([entry("d/" * 2500 + "x.bin", b"x")], "d/d/d/", "5005 characters"),
+    "dotdot_dir": ([entry("../escape", kind=tarfile.DIRTYPE)], "../escape", "'..'"),
+    "backslash": ([entry("..\\..\\evil.txt", b"x")], "evil.txt", "backslash"),
+}
+
+
+@pytest.mark.parametrize("suffix", ["tar", "tar.gz"])
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_members_are_refused(tmp_path: Path, case: str, suffix: str) -> None:
+    entries, member, problem = HOSTILE[case]
+    path = make_tar(tmp_path / f"{case}.{suffix}", entries, MODES[suffix])
+    pattern = names_archive_and_member(path, member) + ".*" + re.escape(problem)
+    with pytest.raises(UnsafeArchiveError, match=pattern):
+        for m in iter_tar(path):
+            m.read()
+    # and extraction writes nothing outside its target
+    (tmp_path / "outside").mkdir()
+    before = files_under(tmp_path)
+    with pytest.raises(UnsafeArchiveError, match=pattern):
+        safe_extract(path, tmp_path / "target")
+    new = files_under(tmp_path) - before
+    assert all(p == "target" or p.startswith("target/") for p in new), new
+    assert not list((tmp_path / "outside").iterdir())
+    assert not Path("/tmp/thresher-abs-evil.txt").exists()
+    assert not any(p.is_symlink() for p in (tmp_path / "target").rglob("*"))
+
+
+def test_too_many_members(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "many.tar.gz", {f"f{i:03d}": b"x" for i in range(20)}, "w:gz")
+    assert len(list(iter_tar(path, limits=Limits(max_members=20)))) == 20
+    with pytest.raises(
+        UnsafeArchiveError, match=names_archive_and_member(path, "f010") + ".*more than 10 members"
+    ):
+        for _ in iter_tar(path, limits=Limits(max_members=10)):
+            pass
+
+
+def test_gzip_bomb_member_over_size_limit(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "bomb.tar.gz", {"zeros.bin": bytes(5 << 20)}, "w:gz")
+    assert path.stat().st_size < 100_000
+    with pytest.raises(
+        UnsafeArchiveError, match=names_archive_and_member(path, "zeros.bin") + ".*5242880 bytes"
+    ):
+        for _ in iter_tar(path, limits=Limits(max_member_size=1 << 20)):
+            pass
+
+
+def test_total_size_limit(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "total.tar.bz2", {f"part{i}": bytes(1000) for i in range(3)}, "w:bz2")
+    with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(path, "part2") + ".*total 3000"):
+        for m in iter_tar(path, limits=Limits(max_total_size=2500)):
+            m.read()
+
+
+def test_compression_ratio_limit(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "ratio.tar.xz", {"zeros.bin": bytes(8 << 20)}, "w:xz")
+    with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(path, "zeros.bin") + ".*max_ratio"):
+        for m in iter_tar(path, limits=Limits(max_ratio=50)):
+            m.read()
+    assert [m.size for m in iter_tar(path)] == [8 << 20]  # no ratio limit by default
+
+
+def test_pax_header_bomb(tmp_path: Path) -> None:
+    path = tmp_path / "pax.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(tarfile.TarInfo("first.txt"))
+        info = tarfile.TarInfo("second.txt")
+        info.pax_headers = {"comment": "x" * (12 << 20)}
+        tf.addfile(info)
+    with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(path, "first.txt") + ".*header"):
+        for _ in iter_tar(path):
+            pass
+
+
+def test_safe_extract_writes_files_without_following_links(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "ok.tar.gz", {**FILES, "top.txt": b"top"}, "w:gz")
+    target = tmp_path / "target"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_bytes(b"original")
+    target.mkdir()
+    (target / "top.txt").symlink_to(outside / "victim.txt")  # a leftover link in the target
+    written = safe_extract(path, target)
+    assert sorted(p.relative_to(target.resolve()).as_posix() for p in written) == sorted([*FILES, "top.txt"])
+    for name, data in FILES.items():
+        assert (target / name).read_bytes() == data
+        assert stat.S_IMODE((target / name).stat().st_mode) == 0o644
+    assert not (target / "top.txt").is_symlink() and (target / "top.txt").read_bytes() == b"top"
+    assert (outside / "victim.txt").read_bytes() == b"original"
+    assert not [p for p in target.rglob("*") if p.name.endswith(".part")]
+
+
+def test_safe_extract_refuses_symlinked_directory_in_target(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "d.tar", {"sub/file.txt": b"x"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "sub").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(
+        UnsafeArchiveError, match=names_archive_and_member(path, "sub/file.txt") + ".*symlink"
+    ):
+        safe_extract(path, target)
+    assert not list(outside.iterdir())
+
+
+# -- broken and wrong files ------------------------------------------------------------------
+
+
+def big_tar(tmp_path: Path, suffix: str) -> tuple[Path, bytes]:
+    payload = os.urandom(200_000)
+    path = make_tar(
+        tmp_path / f"big.{suffix}", {"a/first.bin": payload, "a/second.bin": payload}, MODES[suffix]
+    )
+    return path, path.read_bytes()
+
+
+def consume(path: Path, read: bool = True) -> None:
+    for member in iter_tar(path):
+        if read:
+            member.read()
+
+
+@pytest.mark.parametrize("suffix", list(MODES))
+@pytest.mark.parametrize("read", [True, False])
+def test_truncated_archive_is_a_clear_error(tmp_path: Path, suffix: str, read: bool) -> None:
+    path, data = big_tar(tmp_path, suffix)
+    # Cutting an uncompressed tar's trailing zero padding loses nothing, so only compressed
+    # archives are cut at the very end (their checksum trailer must still be verified).
+    cuts = [len(data) // 3, len(data) // 2] + ([len(data) - 5] if suffix != "tar" else [])
+    for cut in cuts:
+        path.write_bytes(data[:cut])
+        with pytest.raises(CorruptArchiveError, match=re.escape(str(path))) as info:
+            consume(path, read)
+        assert isinstance(info.value, MalformedDataError)
+
+
+def test_compressed_trailer_is_verified_after_tar_end(tmp_path: Path) -> None:
+    # Zero padding after the end-of-archive marker is legal; the gzip CRC after it must still
+    # be read, or a download missing its last bytes would pass.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+    data = gzip.compress(buf.getvalue() + bytes(3 << 20))
+    path = tmp_path / "padded.tar.gz"
+    path.write_bytes(data)
+    assert [m.read() for m in iter_tar(path)] == [b"abc"]
+    path.write_bytes(data[:-5])
+    with pytest.raises(CorruptArchiveError, match=r"padded\.tar\.gz.*gzip data is truncated"):
+        consume(path)
+
+
+def test_tar_without_end_marker_or_with_bad_header(tmp_path: Path) -> None:
+    path, data = big_tar(tmp_path, "tar")
+    header_start = data.index(b"a/second.bin")  # the name field opens the second header block
+    assert header_start % 512 == 0
+    path.write_bytes(data[:header_start])
+    with pytest.raises(CorruptArchiveError, match=r"big\.tar.*after member 'a/first.bin'.*end-of-archive"):
+        consume(path)
+    broken = bytearray(data)
+    broken[header_start : header_start + 512] = b"\x01" * 512
+    path.write_bytes(bytes(broken))
+    with pytest.raises(CorruptArchiveError, match=r"big\.tar.*invalid tar header"):
+        consume(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(HTML, "HTML page"), (b"", "is empty"), (b"Just some text, not a tar\n" * 30, "looks like text")],
+)
+def test_not_a_tar(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "cifar-10-binary.tar.gz"
+    path.write_bytes(content)
+    with pytest.raises(MalformedDataError, match=re.escape(str(path)) + ".*" + problem):
+        consume(path)
+
+
+def test_gzip_of_non_tar_and_zip(tmp_path: Path) -> None:
+    path = tmp_path / "x.tar.gz"
+    path.write_bytes(gzip.compress(HTML * 20))
+    with pytest.raises(MalformedDataError, match=r"x\.tar\.gz.*not a readable tar"):
+        consume(path)
+    zpath = tmp_path / "y.tar"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("a.txt", "a")
+    with pytest.raises(MalformedDataError, match=r"y\.tar.*zip archive"):
+        consume(zpath)
+
+
+# -- single gzip files -----------------------------------------------------------------------
+
+
+def test_open_gzip(tmp_path: Path) -> None:
+    data = b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + bytes(range(10))
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(data))
+    with open_gzip(path, limit=len(data)) as f:
+        assert f.read(4) == data[:4] and f.read() == data[4:]
+    with open_gzip(path, limit=None) as f:
+        assert f.read() == data
+    with (
+        pytest.raises(UnsafeArchiveError, match=re.escape(str(path)) + ".*more than 17 bytes"),
+        open_gzip(path, limit=17) as f,
+    ):
+        f.read()
+
+
+def test_open_gzip_bomb(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(bytes(4 << 20)))
+    with pytest.raises(UnsafeArchiveError, match=r"bomb\.gz.*gzip bomb"), open_gzip(path, limit=1 << 20) as f:
+        while f.read(1 << 16):
+            pass
+
+
+def test_open_gzip_on_html_and_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(HTML)
+    with pytest.raises(
+        MalformedDataError, match=r"train-images-idx3-ubyte\.gz \(byte 0\): expected a gzip.*HTML"
+    ):
+        open_gzip(path, limit=None)
+    path.write_bytes(gzip.compress(os.urandom(100_000))[:50_000])
+    with (
+        pytest.raises(CorruptArchiveError, match=r"train-images-idx3-ubyte\.gz.*truncated or corrupt"),
+        open_gzip(path, limit=None) as f,
+    ):
+        f.read()
+
+
+# -- sniffing --------------------------------------------------------------------------------
+
+
+def v7_header() -> bytes:
+    block = bytearray(tarfile.TarInfo("old.txt").tobuf(format=tarfile.USTAR_FORMAT)[:512])
+    block[257:265] = bytes(8)  # no ustar magic, as in pre-POSIX tars
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (gzip.compress(b"x"), "gzip"),
+        (b"BZh91AY&SY", "bz2"),
+        (b"\xfd7zXZ\x00\x00", "xz"),
+        (b"PK\x03\x04rest", "zip"),
+        (b"(\xb5/\xfd", "zstd"),
+        (v7_header(), "tar"),
+        (bytes(1024), "tar"),
+        (HTML, "none"),
+        (b"", "none"),
+        (b"\x00" * 100, "none"),
+    ],
+)
+def test_sniff_compression(head: bytes, kind: str) -> None:
+    assert sniff_compression(head) == kind
+
+
+def test_describe_head() -> None:
+    assert "HTML" in describe_head(b"  \n<html><body>")
+    assert describe_head(b"\x1f\x8b\x08") == "is gzip data"
+    assert "bytes 00 01 02" in describe_head(bytes(range(40)))

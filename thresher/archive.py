@@ -1,0 +1,603 @@
+"""Read downloaded archives without trusting them.
+
+Archives come from the internet, so every member is checked before a recipe sees it: no
+absolute or ``..`` paths, no links or devices, and sizes, name lengths and member counts
+bounded by :class:`Limits` (so a "gzip bomb" or a pax header claiming gigabytes is refused
+instead of filling memory or disk). Compression is recognised from the magic bytes, never the
+file name (``102flowers.tgz`` is an uncompressed tar). Tars are streamed member by member, so
+nothing is extracted to disk unless a recipe asks for :func:`safe_extract`.
+
+A truncated or corrupt archive raises :class:`CorruptArchiveError` naming the archive and the
+member, never a bare ``EOFError``/``tarfile.ReadError``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import io
+import lzma
+import math
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "CorruptArchiveError",
+    "Limits",
+    "Member",
+    "describe_head",
+    "iter_tar",
+    "open_gzip",
+    "read_tar_members",
+    "safe_extract",
+    "sniff_compression",
+]
+
+KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+
+# Bytes the decompressed stream may run past the end of the current member's data before the
+# next member header must have appeared. Covers tar headers, GNU long names, pax records and
+# tarfile's read-ahead; anything larger is a header bomb.
+_HEADER_SLACK = 8 * MiB
+# Bytes a compressed stream may produce before the ratio check starts to apply.
+_RATIO_GRACE = 1 * MiB
+_TAR_BUFSIZE = 64 * KiB  # tarfile copies its buffer on every read: keep it small
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds an archive must respect; exceeding one raises :class:`UnsafeArchiveError`.
+
+    ``max_read_size`` bounds :meth:`Member.read` (whole member in memory); bigger members can
+    still be streamed with :meth:`Member.open`. ``max_ratio`` (off by default) refuses streams
+    whose decompressed size exceeds this many times the compressed bytes consumed.
+    """
+
+    max_members: int = 10_000_000
+    max_name_length: int = 4096
+    max_member_size: int = 64 * GiB
+    max_total_size: int = 2 * TiB
+    max_read_size: int = 4 * GiB
+    max_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_members", "max_name_length", "max_member_size", "max_total_size", "max_read_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Limits.{name} must not be negative")
+        if self.max_ratio is not None and self.max_ratio <= 0:
+            raise ValueError("Limits.max_ratio must be positive")
+
+    @classmethod
+    def from_expected(cls, total_size: int, *, members: int | None = None, factor: float = 10.0) -> Limits:
+        """Limits for an archive whose published uncompressed size (and member count) is known.
+
+        Allows ``factor`` times the expected size and count, so a slightly different re-release
+        passes while a bomb does not.
+        """
+        cap = math.ceil(total_size * factor)
+        return cls(
+            max_members=cls.max_members if members is None else math.ceil(members * factor) + 100,
+            max_member_size=cap,
+            max_total_size=cap,
+            max_read_size=min(cap, cls.max_read_size),
+        )
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass
+class Member:
+    """One regular file inside an archive.
+
+    From :func:`iter_tar` a member can be read once, and only before the iterator advances
+    (the archive is a stream). :meth:`from_bytes` makes an in-memory one, e.g. for tests.
+    """
+
+    name: str
+    size: int
+    _opener: Callable[[], BinaryIO] | None = field(default=None, repr=False, compare=False)
+    _source: str = field(default="", repr=False, compare=False)
+    _max_read: int | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes) -> Member:
+        return cls(name, len(data), lambda: io.BytesIO(data), "<memory>")
+
+    def open(self) -> BinaryIO:
+        """A streaming file object over the member's bytes (read it before advancing)."""
+        if self._opener is None:
+            raise RuntimeError(f"member {self.name!r} has no data attached")
+        return self._opener()
+
+    def read(self) -> bytes:
+        """The whole member, refused if larger than ``Limits.max_read_size``."""
+        if self._max_read is not None and self.size > self._max_read:
+            raise UnsafeArchiveError(
+                f"{self._source}: member {self.name!r}: {self.size} bytes is more than read() holds "
+                f"in memory (Limits.max_read_size={self._max_read}); stream it with Member.open()"
+            )
+        with self.open() as f:
+            data = f.read()
+        if len(data) != self.size:
+            raise CorruptArchiveError(
+                self._source, f"member {self.name!r}", f"holds {len(data)} bytes, its header says {self.size}"
+            )
+        return data
+
+
+# -- sniffing -----------------------------------------------------------------------------------
+
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"(\xb5/\xfd", "zstd"),
+)
+
+
+def _is_tar_header(block: bytes) -> bool:
+    if len(block) < 512:
+        return False
+    if block[257:262] == b"ustar":
+        return True
+    if block[:512] == bytes(512):
+        return True  # an empty archive: just the end-of-archive zero blocks
+    field_ = block[148:156].replace(b"\x00", b" ").strip()
+    if not field_ or not re.fullmatch(rb"[0-7]+", field_):
+        return False
+    stored = int(field_, 8)
+    header = block[:148] + b" " * 8 + block[156:512]
+    return stored in (sum(header), sum(b - 256 if b > 127 else b for b in header))
+
+
+def sniff_compression(path_or_head: Path | str | os.PathLike[str] | bytes | bytearray | memoryview) -> str:
+    """What the bytes are, from their magic: gzip, bz2, xz, zip, zstd, tar (uncompressed) or none."""
+    if isinstance(path_or_head, (bytes, bytearray, memoryview)):
+        head = bytes(path_or_head[:512])
+    else:
+        with open(path_or_head, "rb") as f:
+            head = f.read(512)
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if re.match(rb"BZh[1-9]", head):
+        return "bz2"
+    return "tar" if _is_tar_header(head) else "none"
+
+
+def describe_head(head: bytes) -> str:
+    """A phrase saying what a file that is not the expected format looks like, for error messages."""
+    if not head:
+        return "is empty"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text[:1024]:
+        return "looks like an HTML page (an error, login or quota page instead of the file?)"
+    kind = sniff_compression(head)
+    if kind != "none":
+        return f"is {'an uncompressed tar archive' if kind == 'tar' else kind + ' data'}"
+    sample = head[:60]
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in sample):
+        return f"looks like text: {sample.decode('ascii')!r}"
+    return f"starts with bytes {sample[:16].hex(' ')}"
+
+
+# -- metered decompression ----------------------------------------------------------------------
+
+_DECODE_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+class _Meter(io.RawIOBase):
+    """Decompressed bytes of an archive, counted against a ceiling that catches bombs."""
+
+    def __init__(
+        self,
+        inner: BinaryIO,
+        label: str,
+        kind: str,
+        *,
+        ceiling: int | None,
+        exceeded: Callable[[], str],
+        raw: BinaryIO | None = None,
+        max_ratio: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.inner, self.label, self.kind = inner, label, kind
+        self.ceiling, self.exceeded = ceiling, exceeded
+        self.raw, self.max_ratio = raw, max_ratio
+        self.pos = 0
+        self.context = ""  # which member we are in, for messages
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            n = self.inner.readinto(buffer)  # type: ignore[attr-defined]
+        except _DECODE_ERRORS as exc:
+            if self.kind in ("none", "tar"):
+                raise
+            where = f"{self.context}, " if self.context else ""
+            raise CorruptArchiveError(
+                self.label,
+                f"{where}decompressed byte {self.pos}",
+                f"{self.kind} data is truncated or corrupt ({exc or type(exc).__name__})",
+            ) from None
+        self.pos += n or 0
+        if self.ceiling is not None and self.pos > self.ceiling:
+            raise UnsafeArchiveError(self.exceeded())
+        if self.max_ratio is not None and self.raw is not None:
+            consumed = self.raw.tell()
+            if self.pos > self.max_ratio * consumed + _RATIO_GRACE:
+                raise UnsafeArchiveError(
+                    f"{self.label}: {self.context or 'start of archive'}: {consumed} compressed bytes "
+                    f"expand to over {self.pos} (more than Limits.max_ratio={self.max_ratio}): compression bomb?"
+                )
+        return n or 0
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.inner.close()
+                if self.raw is not None:
+                    self.raw.close()
+            finally:
+                super().close()
+
+
+def _decompressor(raw: BinaryIO, kind: str) -> BinaryIO:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if kind == "bz2":
+        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def open_gzip(path: Path | str, *, limit: int | None) -> BinaryIO:
+    """Stream the decompressed bytes of one ``.gz`` file (e.g. MNIST's idx files).
+
+    Raises :class:`UnsafeArchiveError` once the output passes ``limit`` bytes (gzip bomb) and
+    :class:`MalformedDataError` if the file is not gzip at all, saying what it looks like.
+    """
+    label = str(path)
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if not head.startswith(b"\x1f\x8b"):
+        raise MalformedDataError(label, "byte 0", f"expected a gzip file, but it {describe_head(head)}")
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the returned reader
+    meter = _Meter(
+        _decompressor(raw, "gzip"),
+        label,
+        "gzip",
+        ceiling=limit,
+        exceeded=lambda: f"{label}: decompresses to more than {limit} bytes (the limit): gzip bomb?",
+        raw=raw,
+    )
+    return io.BufferedReader(meter, buffer_size=256 * KiB)  # type: ignore[return-value]
+
+
+# -- tar ----------------------------------------------------------------------------------------
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _safe_name(label: str, raw: str, limits: Limits) -> str:
+    """The member name as a normalised relative POSIX path, or UnsafeArchiveError."""
+
+    def refuse(problem: str) -> UnsafeArchiveError:
+        shown = raw if len(raw) <= 200 else raw[:200] + f"... ({len(raw)} chars)"
+        return UnsafeArchiveError(f"{label}: member {shown!r}: {problem}")
+
+    if len(raw) > limits.max_name_length:
+        raise refuse(f"name is {len(raw)} characters, over the limit of {limits.max_name_length}")
+    if "\x00" in raw:
+        raise refuse("name contains a NUL byte")
+    if raw.startswith("/") or _DRIVE.match(raw):
+        raise refuse("absolute path")
+    if "\\" in raw:
+        raise refuse("name contains a backslash (a Windows path separator)")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise refuse("path has a '..' component and would escape the target")
+    return "/".join(parts)
+
+
+@dataclass
+class _Cursor:
+    """Which member is current; members of older generations are stale."""
+
+    generation: int = 0
+
+
+class _MemberStream(io.RawIOBase):
+    def __init__(self, inner: BinaryIO, cursor: _Cursor, generation: int, label: str, name: str) -> None:
+        super().__init__()
+        self.inner, self.cursor, self.generation = inner, cursor, generation
+        self.label, self.name = label, name
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.cursor.generation != self.generation:
+            raise RuntimeError(
+                f"{self.label}: member {self.name!r} was read after the archive iterator moved on; "
+                "read members inside the loop"
+            )
+        try:
+            return self.inner.readinto(buffer)  # type: ignore[attr-defined]
+        except tarfile.TarError as exc:
+            raise CorruptArchiveError(
+                self.label,
+                f"member {self.name!r}",
+                f"archive ends inside this member's data ({exc}); truncated?",
+            ) from None
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.inner.close()
+            finally:
+                super().close()
+
+
+def _opener(
+    tar: tarfile.TarFile, info: tarfile.TarInfo, cursor: _Cursor, label: str, name: str
+) -> Callable[[], BinaryIO]:
+    generation = cursor.generation
+    opened = False
+
+    def open_member() -> BinaryIO:
+        nonlocal opened
+        if cursor.generation != generation:
+            raise RuntimeError(
+                f"{label}: member {name!r} was opened after the archive iterator moved on; "
+                "read members inside the loop"
+            )
+        if opened:
+            raise RuntimeError(
+                f"{label}: member {name!r} was already opened; a streamed archive is read once"
+            )
+        opened = True
+        inner = tar.extractfile(info)
+        assert inner is not None  # regular files always have data
+        stream = _MemberStream(inner, cursor, generation, label, name)  # type: ignore[arg-type]
+        return io.BufferedReader(stream, buffer_size=256 * KiB)  # type: ignore[return-value]
+
+    return open_member
+
+
+def _kind_of_member(info: tarfile.TarInfo) -> str | None:
+    """Why a non-regular member is refused, or None for regular files and directories."""
+    if info.isreg() or info.isdir():
+        return None
+    if info.issym():
+        return f"is a symbolic link to {info.linkname!r}"
+    if info.islnk():
+        return f"is a hard link to {info.linkname!r}"
+    if info.ischr():
+        return "is a character device"
+    if info.isblk():
+        return "is a block device"
+    if info.isfifo():
+        return "is a FIFO"
+    return f"has unsupported tar type {info.type!r}"
+
+
+def _block(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def _open_tar_stream(meter: _Meter, label: str, kind: str, tarinfo: type[tarfile.TarInfo]) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=meter, mode="r|", tarinfo=tarinfo, bufsize=_TAR_BUFSIZE)  # type: ignore[call-overload]
+    except tarfile.TarError as exc:
+        inner = "" if kind == "tar" else f"{kind} data that is "
+        raise CorruptArchiveError(
+            label, "first member", f"{inner}not a readable tar archive ({exc})"
+        ) from None
+
+
+def iter_tar(path: Path | str, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member]:
+    """Yield the regular files of a tar (plain, gzip, bz2 or xz) one by one, checking each.
+
+    Directories are skipped; anything unsafe raises :class:`UnsafeArchiveError` naming the
+    archive and member; truncation or corruption raises :class:`CorruptArchiveError`.
+    """
+    label = str(path)
+    kind = sniff_compression(path)
+    if kind in ("zip", "zstd"):
+        raise MalformedDataError(label, "", f"is a {kind} archive, not a tar (with or without gzip/bz2/xz)")
+    if kind == "none":
+        with open(path, "rb") as f:
+            head = f.read(1024)
+        raise MalformedDataError(label, "byte 0", f"is not a tar archive: it {describe_head(head)}")
+
+    # A TarInfo subclass that remembers why tarfile stopped: only a zero block is a real end;
+    # tarfile silently treats a missing or garbled header after the first as the end too.
+    ending: list[Exception] = []
+
+    class _RecordingTarInfo(tarfile.TarInfo):
+        @classmethod
+        def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+            try:
+                return super().fromtarfile(tarfile_)
+            except tarfile.HeaderError as exc:
+                ending.append(exc)
+                raise
+
+    previous = ""
+
+    def where() -> str:
+        return f"after member {previous!r}" if previous else "first member"
+
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the meter
+    meter = _Meter(
+        _decompressor(raw, kind),
+        label,
+        kind,
+        ceiling=_HEADER_SLACK,
+        exceeded=lambda: (
+            f"{label}: {where()}: tar header data larger than {_HEADER_SLACK} bytes (header bomb?)"
+        ),
+        raw=raw,
+        max_ratio=limits.max_ratio if kind != "tar" else None,
+    )
+    meter.context = where()
+    cursor = _Cursor()
+    with meter, _open_tar_stream(meter, label, kind, _RecordingTarInfo) as tar:
+        count = 0
+        total = 0
+        while True:
+            ending.clear()
+            meter.context = where()
+            try:
+                info = tar.next()
+            except tarfile.TarError as exc:
+                raise CorruptArchiveError(label, where(), f"truncated or corrupt tar ({exc})") from None
+            if info is None:
+                break
+            tar.members.clear()  # stream mode keeps every TarInfo otherwise; 10M members would not fit
+            count += 1
+            if count > limits.max_members:
+                raise UnsafeArchiveError(
+                    f"{label}: member {info.name[:200]!r}: more than {limits.max_members} members (the limit)"
+                )
+            name = _safe_name(label, info.name, limits)
+            refused = _kind_of_member(info)
+            if refused:
+                raise UnsafeArchiveError(f"{label}: member {info.name!r}: {refused}")
+            previous = name or info.name
+            meter.context = f"member {previous!r}"
+            if info.isdir():
+                continue
+            if not name:
+                raise UnsafeArchiveError(f"{label}: member {info.name!r}: regular file with an empty name")
+            if info.size > limits.max_member_size:
+                raise UnsafeArchiveError(
+                    f"{label}: member {name!r}: {info.size} bytes, over the member size limit "
+                    f"of {limits.max_member_size}"
+                )
+            total += info.size
+            if total > limits.max_total_size:
+                raise UnsafeArchiveError(
+                    f"{label}: member {name!r}: members so far total {total} bytes, over the limit "
+                    f"of {limits.max_total_size}"
+                )
+            meter.ceiling = info.offset_data + _block(info.size) + _HEADER_SLACK
+            member = Member(
+                name, info.size, _opener(tar, info, cursor, label, name), label, limits.max_read_size
+            )
+            try:
+                yield member
+            finally:
+                cursor.generation += 1
+
+        meter.context = where()
+        end = ending[-1] if ending else None
+        if not isinstance(end, tarfile.EOFHeaderError):
+            problem = {
+                tarfile.EmptyHeaderError: "archive ends without the end-of-archive marker",
+                tarfile.TruncatedHeaderError: "archive ends inside a tar header",
+            }.get(type(end), f"invalid tar header ({end})")
+            raise CorruptArchiveError(label, where(), f"{problem}; truncated or corrupt download?")
+        if kind != "tar":
+            # Read the (normally tiny) rest of the compressed stream so its checksum is verified.
+            meter.ceiling = None
+            stop = meter.pos + _HEADER_SLACK
+            chunk = bytearray(64 * KiB)
+            while meter.pos < stop and meter.readinto(chunk):
+                pass
+
+
+def read_tar_members(
+    path: Path | str,
+    names: Iterable[str] | Callable[[str], bool],
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, bytes]:
+    """The bytes of the wanted members, in one pass over the archive.
+
+    With a list of names, stops as soon as all are found and raises :class:`MalformedDataError`
+    if any is missing; with a predicate, reads every member it accepts.
+    """
+    if callable(names):
+        wanted, accept = None, names
+    else:
+        wanted = {"/".join(p for p in n.split("/") if p not in ("", ".")) for n in names}
+        accept = wanted.__contains__
+    found: dict[str, bytes] = {}
+    for member in iter_tar(path, limits=limits):
+        if accept(member.name):
+            found[member.name] = member.read()
+            if wanted is not None and len(found) == len(wanted):
+                break
+    if wanted is not None and len(found) < len(wanted):
+        missing = sorted(wanted - found.keys())
+        raise MalformedDataError(str(path), "", f"archive has no member {', '.join(map(repr, missing))}")
+    return found
+
+
+def _make_parents(root: Path, parts: list[str], label: str, name: str) -> Path:
+    """Create ``root/parts...`` refusing to go through any symlink already in the target."""
+    current = root
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise UnsafeArchiveError(
+                f"{label}: member {name!r}: {current} is a symlink in the target; refusing to follow it"
+            )
+        if not current.exists():
+            current.mkdir()
+        elif not current.is_dir():
+            raise UnsafeArchiveError(f"{label}: member {name!r}: {current} exists and is not a directory")
+    return current
+
+
+def safe_extract(path: Path | str, target_dir: Path | str, *, limits: Limits = DEFAULT_LIMITS) -> list[Path]:
+    """Extract the regular files of a tar under ``target_dir``; returns the paths written.
+
+    Each file is written under a temporary name then renamed, with mode 0644 (tar modes and
+    owners are ignored). Links and devices are refused, not created; existing symlinks in the
+    target are never followed. On error, files already extracted stay.
+    """
+    label = str(path)
+    target = Path(target_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
+    written: list[Path] = []
+    for member in iter_tar(path, limits=limits):
+        *parents, leaf = member.name.split("/")
+        directory = _make_parents(root, parents, label, member.name)
+        dest = directory / leaf
+        if os.path.commonpath([root, directory.resolve()]) != str(root):
+            raise UnsafeArchiveError(f"{label}: member {member.name!r}: would be written outside {root}")
+        if dest.is_dir() and not dest.is_symlink():
+            raise UnsafeArchiveError(f"{label}: member {member.name!r}: {dest} is an existing directory")
+        fd, tmp = tempfile.mkstemp(prefix=f".{leaf[:40]}.", suffix=".part", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out, member.open() as src:
+                shutil.copyfileobj(src, out, MiB)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)  # replaces a symlink at dest itself, never its target
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        written.append(dest)
+    return written
