@@ -50,7 +50,9 @@ class SplitEntry:
     bytes: int
     skipped: int
     shards: list[ShardEntry]
-    extra_files: list[FileEntry] = field(default_factory=list)
+    # Files derived from the shard list (HDF5's files.txt). They hold absolute paths, so they are
+    # checked for what they list, not hashed: the manifest stays the same whatever the data root.
+    extra_files: list[str] = field(default_factory=list)
     skipped_records: list[str] = field(default_factory=list)  # where and why, capped
 
     @classmethod
@@ -58,7 +60,7 @@ class SplitEntry:
         return cls(
             records=data["records"], bytes=data["bytes"], skipped=data.get("skipped", 0),
             shards=[ShardEntry.from_json(s) for s in data["shards"]],
-            extra_files=[FileEntry(**f) for f in data.get("extra_files", [])],
+            extra_files=list(data.get("extra_files", [])),
             skipped_records=list(data.get("skipped_records", [])),
         )
 

@@ -7,6 +7,7 @@ and ends with the same bytes as an uninterrupted one. The manifest is written la
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -188,8 +189,8 @@ def _previous_manifest(out_dir: Path) -> Manifest | None:
 
 def _split_intact(out_dir: Path, entry: SplitEntry) -> bool:
     """Cheap check that a finished split is still there (sizes); ``thresher verify`` re-hashes."""
-    files = [f for shard in entry.shards for f in shard.files] + entry.extra_files
-    return all((out_dir / f.path).is_file() and (out_dir / f.path).stat().st_size == f.bytes for f in files)
+    files = [f for shard in entry.shards for f in shard.files]
+    return all((out_dir / f).is_file() for f in entry.extra_files) and all((out_dir / f.path).is_file() and (out_dir / f.path).stat().st_size == f.bytes for f in files)
 
 
 def _estimated_output_bytes(recipe: Recipe, splits: list[str], files: Mapping[str, Path]) -> int:
@@ -252,7 +253,7 @@ def convert_split(
         if bar is not None:
             bar.close()
     shard_paths = [out_dir / s.path for s in state.shards]
-    extra = [file_entry(out_dir, p) for p in storage.split_files(split_dir, shard_paths)]
+    extra = [p.relative_to(out_dir).as_posix() for p in storage.write_split_files(split_dir, shard_paths)]
     return SplitEntry(
         records=sum(s.records for s in state.shards),
         bytes=sum(f.bytes for s in state.shards for f in s.files),
@@ -367,8 +368,10 @@ class _ShardRoll:
             self._close_shard()
 
     def abort(self) -> None:
+        """Best effort after a failure: the original error is what the user must see."""
         if self.writer is not None:
-            self.writer.abort()
+            with contextlib.suppress(Exception):
+                self.writer.abort()
             if self.tmp is not None:
                 remove(self.tmp)
             self.writer = None

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thresher.errors import CorruptShardError, ThresherError
+from thresher.formats import get_format
 from thresher.manifest import MANIFEST_NAME, Manifest, sha256_file
 from thresher.reader import Dataset
 
@@ -42,8 +43,11 @@ def verify(path: str | Path, *, decode: bool = True) -> VerifyReport:
         if entry is None:
             report.problems.append(f"{manifest.directory / split}: the manifest has no split {split!r}")
             continue
-        files = [f for shard in entry.shards for f in shard.files] + entry.extra_files
+        files = [f for shard in entry.shards for f in shard.files]
         hashes_ok = True
+        storage = get_format(manifest.format)
+        shard_paths = [manifest.directory / s.path for s in entry.shards]
+        report.problems += storage.check_split_files(manifest.directory / split, shard_paths)
         for f in files:
             report.files += 1
             target = manifest.directory / f.path

@@ -103,6 +103,10 @@ class StorageFormat(ABC):
     @abstractmethod
     def reader(self, path: Path, context: ShardContext) -> ShardReader: ...
 
-    def split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[Path]:
+    def write_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[Path]:
         """Extra files a split needs beside its shards (HDF5's list file); written after the shards."""
+        return []
+
+    def check_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[str]:
+        """Problems with those extra files, for ``thresher verify``."""
         return []

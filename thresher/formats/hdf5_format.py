@@ -11,6 +11,8 @@ A list file beside the shards is what Caffe's ``source:`` expects.
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from thresher.errors import CorruptShardError, UnsupportedCodecError
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, StorageFormat
 from thresher.schema import Field, Schema
 
+LIST_FILE = "files.txt"
 FLUSH_ROWS = 1024
 CHUNK_BYTES = 1 << 20
 BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
@@ -93,12 +96,60 @@ def _dtype_and_shape(f: Field) -> tuple[Any, tuple[int, ...]]:
     return TEXT_DTYPE, ()
 
 
+class _DiscardableFile(io.RawIOBase):
+    """The file HDF5 writes through, which can be told to drop every later write.
+
+    After a failed write (full disk), libhdf5 retries its flush when the file is closed and at
+    interpreter exit, and crashes the process if that fails again. Writing through this object
+    lets ``abort`` make those last writes succeed into nothing; the temporary file is removed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.file = open(path, "xb+", buffering=0)  # noqa: SIM115 - closed in close()
+        self.discarding = False
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return offset if self.discarding else self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        return self.file.readinto(buffer)
+
+    def write(self, data: Any) -> int:
+        return len(data) if self.discarding else self.file.write(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        return (size or 0) if self.discarding else self.file.truncate(size)
+
+    def flush(self) -> None:
+        if not self.discarding and not self.file.closed:
+            self.file.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()  # flushes first, through ours
+            self.file.close()
+
+
 class Hdf5Writer(ShardWriter):
     def __init__(self, path: Path, context: ShardContext) -> None:
         super().__init__(path, context)
         check_schema(context.schema)
+        self.raw = _DiscardableFile(path)
         with disk_errors(path, None, HDF5_ERRORS):
-            self.file = h5py.File(path, "w-", libver="earliest", track_order=False)
+            self.file = h5py.File(self.raw, "w", libver="earliest", track_order=False)
         self.rows: dict[str, list[Any]] = {f.name: [] for f in context.schema}
         self.datasets: dict[str, h5py.Dataset] = {}
         for f in context.schema:
@@ -144,10 +195,14 @@ class Hdf5Writer(ShardWriter):
         with disk_errors(self.path, None, HDF5_ERRORS):
             self.file.flush()
             self.file.close()
+            os.fsync(self.raw.file.fileno())
+        self.raw.close()
 
     def abort(self) -> None:
+        self.raw.discarding = True
         with contextlib.suppress(Exception):  # best effort after another error
             self.file.close()
+        self.raw.close()
 
 
 class Hdf5Reader(ShardReader):
@@ -194,8 +249,23 @@ class Hdf5Format(StorageFormat):
     def reader(self, path: Path, context: ShardContext) -> ShardReader:
         return Hdf5Reader(path, context)
 
-    def split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[Path]:
-        """``files.txt``: one absolute shard path per line, as Caffe's HDF5Data ``source:`` reads it."""
-        listing = split_dir / "files.txt"
+    def write_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[Path]:
+        """``files.txt``: one absolute shard path per line, as Caffe's HDF5Data ``source:`` reads it.
+
+        Caffe opens these paths relative to its working directory, so only absolute ones work
+        from anywhere; the file is rewritten by ``prepare`` if the data root moves.
+        """
+        listing = split_dir / LIST_FILE
         write_bytes_atomic(listing, "".join(f"{p.resolve()}\n" for p in shard_paths).encode())
         return [listing]
+
+    def check_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[str]:
+        listing = split_dir / LIST_FILE
+        try:
+            listed = [Path(line) for line in listing.read_text().split()]
+        except FileNotFoundError:
+            return [f"{listing}: missing"]
+        wanted = [p.resolve() for p in shard_paths]
+        if listed != wanted:
+            return [f"{listing}: lists {[str(p) for p in listed]}, the split's shards are {[str(p) for p in wanted]}"]
+        return []

@@ -7,6 +7,7 @@ ran on. The reader builds an offset index by walking the length fields once.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -47,7 +48,9 @@ class MinidbWriter(ShardWriter):
         self.file.close()
 
     def abort(self) -> None:
-        self.file.close()
+        # Closing flushes the buffer, which fails again on a full disk; the data is discarded anyway.
+        with contextlib.suppress(OSError):
+            self.file.close()
 
 
 class MinidbReader(ShardReader):
