@@ -27,9 +27,12 @@ def download(
             checksums_file=checksums, progress=progress, update_checksums=update_checksums,
         )
     except ManualDownloadRequired as exc:
-        raise ManualDownloadRequired(manual_instructions(recipe, download_dir)) from exc
+        exc.args = (manual_instructions(recipe, download_dir), *exc.args[1:])
+        raise
     except DownloadError as exc:
-        raise type(exc)(f"{exc}\n\n{manual_instructions(recipe, download_dir, host_down=True)}") from exc
+        # Same exception object, so callers keep its attributes (filename, attempts, ...).
+        exc.args = (f"{exc}\n\n{manual_instructions(recipe, download_dir, host_down=True)}", *exc.args[1:])
+        raise
 
 
 def manual_instructions(recipe: Recipe, download_dir: Path, *, host_down: bool = False) -> str:
