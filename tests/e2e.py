@@ -1,0 +1,56 @@
+"""Shared by the end-to-end tests: miniatures on a loopback mirror, and exact record comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from thresher.miniature import write_checksums
+from thresher.recipe import Miniature, Recipe
+from thresher.registry import all_recipes
+from thresher.schema import Schema
+
+# Every format and the codec values it is prepared with (hdf5 stores arrays, no codec).
+FORMAT_CODECS = [("lmdb", "datum"), ("lmdb", "tensorprotos"), ("minidb", "datum"), ("minidb", "tensorprotos"),
+                 ("hdf5", None)]
+
+
+@dataclass
+class Mirror:
+    """Miniatures of every recipe laid out as ``<root>/<name>/<file>``, as ``--mirror`` expects."""
+
+    root: Path
+    miniatures: dict[str, Miniature]
+    checksums: dict[str, Path]
+
+
+def build_mirror(root: Path) -> Mirror:
+    miniatures, checksums = {}, {}
+    for name, recipe in sorted(all_recipes().items()):
+        target = root / name
+        target.mkdir(parents=True)
+        miniatures[name] = recipe.write_miniature(target)
+        checksums[name] = write_checksums(miniatures[name].files, root.parent / f"{name}.checksums.tsv")
+    return Mirror(root, miniatures, checksums)
+
+
+def assert_same_records(got: list[dict[str, Any]], want: list[dict[str, Any]], schema: Schema, where: str) -> None:
+    """Field by field, exactly: arrays equal in dtype, shape and values; bytes, ints and text equal."""
+    assert len(got) == len(want), f"{where}: {len(got)} records read back, {len(want)} written"
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert set(g) == set(schema.names), f"{where}[{i}]: fields {sorted(g)}"
+        for name in schema.names:
+            a, b = g[name], w[name]
+            if isinstance(b, np.ndarray):
+                assert isinstance(a, np.ndarray), f"{where}[{i}].{name}: {type(a).__name__}"
+                assert a.dtype == b.dtype and a.shape == b.shape, f"{where}[{i}].{name}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
+                assert np.array_equal(a, b), f"{where}[{i}].{name}: values differ"
+            else:
+                assert type(a) is type(b) and a == b, f"{where}[{i}].{name}: {a!r:.60} != {b!r:.60}"
+
+
+def recipe_supports(recipe: Recipe, codec: str | None) -> bool:
+    return codec != "datum" or recipe.default_codec == "datum"

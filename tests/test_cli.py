@@ -1,0 +1,137 @@
+"""The command line as a user runs it: real processes, the loopback mirror, real output files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2e import Mirror, build_mirror
+from PIL import Image
+from server import LoopbackServer
+
+from thresher.registry import all_recipes
+
+REPO = Path(__file__).resolve().parents[1]
+THRESHER = [sys.executable, "-m", "thresher.cli"]
+
+
+def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*THRESHER, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"thresher {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Mirror:
+    return build_mirror(tmp_path_factory.mktemp("mirror") / "files")
+
+
+@pytest.fixture(scope="module")
+def server(mirror: Mirror):
+    with LoopbackServer(mirror.root, name="mirror") as srv:
+        yield srv
+
+
+def network(mirror: Mirror, server: LoopbackServer, name: str) -> list[str]:
+    return ["--mirror", server.url, "--offline", "--checksums", str(mirror.checksums[name]), "--no-progress"]
+
+
+def test_list_shows_every_recipe_with_splits_sizes_and_manual_flag() -> None:
+    out = run("list").stdout
+    assert out.splitlines()[0].split() == ["name", "splits", "download", "manual"]
+    for name, recipe in all_recipes().items():
+        line = next(line for line in out.splitlines() if line.startswith(name + " "))
+        for split in recipe.splits:
+            assert f"{split.name} {split.num_records:,}" in line
+    assert "unknown size" in next(line for line in out.splitlines() if line.startswith("an4 "))
+    assert "11.1 MiB" in next(line for line in out.splitlines() if line.startswith("mnist "))
+
+
+@pytest.mark.parametrize("name", sorted(all_recipes()))
+def test_info_shows_everything_a_user_needs(name: str) -> None:
+    recipe = all_recipes()[name]
+    out = run("info", name).stdout
+    for text in (recipe.description, recipe.homepage, recipe.license, recipe.citation.splitlines()[0]):
+        assert text in out
+    for split in recipe.splits:
+        assert f"{split.name}: {split.num_records:,} records" in out
+    for line in recipe.schema.describe():
+        assert line in out
+    for source in recipe.sources:
+        assert source.filename in out and source.urls[0] in out
+        if source.sha256:
+            assert source.sha256 in out
+        else:
+            assert "none published" in out
+
+
+def test_unknown_recipe_is_a_one_line_error() -> None:
+    proc = run("info", "imagenet21k", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("thresher: error: no recipe named 'imagenet21k'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_prepare_verify_inspect_show_checksums(mirror: Mirror, server: LoopbackServer, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    proc = run("prepare", "flowers102", "--root", root, "--format", "minidb", "--codec", "tensorprotos",
+               *network(mirror, server, "flowers102"))
+    want = {s: len(r) for s, r in mirror.miniatures["flowers102"].records.items()}
+    assert f"train: {want['train']} records" in proc.stdout and "prepared in" in proc.stdout
+    again = run("prepare", "flowers102", "--root", root, "--format", "minidb", "--codec", "tensorprotos",
+                *network(mirror, server, "flowers102"))
+    assert "already prepared, nothing to do" in again.stdout
+
+    out_dir = root / "flowers102" / "minidb"
+    verified = run("verify", out_dir).stdout
+    assert f"{sum(want.values())} records decoded: OK" in verified
+
+    inspected = run("inspect", out_dir / "test").stdout
+    assert "codec tensorprotos" in inspected and "image: image, encoded jpeg" in inspected
+    assert f"test: {want['test']} records in 1 shard(s)" in inspected and "[0] image=uint8[" in inspected
+
+    sheet = tmp_path / "grid.png"
+    run("show", out_dir / "train", "-o", sheet)
+    with Image.open(sheet) as img:
+        assert img.width > 0 and img.height > 0
+
+    checksums = run("checksums", "flowers102", "--root", root).stdout
+    assert checksums == mirror.checksums["flowers102"].read_text()
+
+    shard = out_dir / "test" / "shard-00000.minidb"
+    shard.write_bytes(shard.read_bytes()[:-3])
+    failed = run("verify", out_dir, check=False)
+    assert failed.returncode == 1 and f"FAIL {shard}" in failed.stdout
+
+
+def test_audio_contact_sheet_draws_waveforms(mirror: Mirror, server: LoopbackServer, tmp_path: Path) -> None:
+    run("prepare", "an4", "--root", tmp_path, "--audio-encoding", "flac", *network(mirror, server, "an4"))
+    sheet = tmp_path / "an4.png"
+    run("show", tmp_path / "an4" / "lmdb" / "train", "-o", sheet)
+    with Image.open(sheet) as img:
+        colours = {c for _, c in img.convert("RGB").getcolors(1 << 16) or []}
+    assert (0, 0, 128) in colours  # the waveform's navy lines
+
+
+def test_datum_for_audio_is_a_clear_error(mirror: Mirror, server: LoopbackServer, tmp_path: Path) -> None:
+    proc = run("prepare", "an4", "--root", tmp_path, "--codec", "datum", *network(mirror, server, "an4"),
+               check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "datum holds one image and one integer label" in proc.stderr and "tensorprotos" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_recipe_target_prepares_into_the_data_root(mirror: Mirror, server: LoopbackServer,
+                                                        tmp_path: Path) -> None:
+    args = " ".join(["--root", str(tmp_path), *network(mirror, server, "mnist")])
+    env = {**os.environ, "ARGS": args}
+    proc = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "mnist"], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mnist (lmdb datum, GRAY) prepared in" in proc.stdout
+    assert (tmp_path / "mnist" / "lmdb" / "train" / "shard-00000" / "data.mdb").is_file()
