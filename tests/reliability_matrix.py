@@ -27,7 +27,7 @@ SCENARIOS: dict[str, Scenario] = {}
 
 def scenario(number: str, situation: str, expected: str, asserts: str) -> Callable[[F], F]:
     def mark(func: F) -> F:
-        test = f"{func.__module__}.py::{func.__name__}"
+        test = f"tests/{func.__module__}.py::{func.__name__}"
         SCENARIOS[test] = Scenario(number, situation, expected, asserts, test)
         return func
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from reliability_matrix import scenario
 
 from thresher.archive import (
     DEFAULT_LIMITS,
@@ -176,6 +177,9 @@ HOSTILE = {
 
 @pytest.mark.parametrize("suffix", ["tar", "tar.gz"])
 @pytest.mark.parametrize("case", list(HOSTILE))
+@scenario('12', 'hostile tar members: `../`, absolute paths, symlinks and hardlinks pointing outside, devices, FIFOs, absurd names, backslash paths',
+          'refused with an error naming archive and member; nothing written outside the target',
+          'UnsafeArchiveError matches archive, member and reason, for tar and tar.gz; extraction leaves nothing outside the target and no links')
 def test_hostile_members_are_refused(tmp_path: Path, case: str, suffix: str) -> None:
     entries, member, problem = HOSTILE[case]
     path = make_tar(tmp_path / f"{case}.{suffix}", entries, MODES[suffix])
@@ -195,6 +199,9 @@ def test_hostile_members_are_refused(tmp_path: Path, case: str, suffix: str) -> 
     assert not any(p.is_symlink() for p in (tmp_path / "target").rglob("*"))
 
 
+@scenario('12', 'a tar with more members than the limit',
+          'refused',
+          'UnsafeArchiveError past `max_members`')
 def test_too_many_members(tmp_path: Path) -> None:
     path = make_tar(tmp_path / "many.tar.gz", {f"f{i:03d}": b"x" for i in range(20)}, "w:gz")
     assert len(list(iter_tar(path, limits=Limits(max_members=20)))) == 20
@@ -205,6 +212,9 @@ def test_too_many_members(tmp_path: Path) -> None:
             pass
 
 
+@scenario('12', 'a gzip bomb (a member expanding far beyond its declared size)',
+          'reading stops at the limit',
+          'UnsafeArchiveError naming the member')
 def test_gzip_bomb_member_over_size_limit(tmp_path: Path) -> None:
     path = make_tar(tmp_path / "bomb.tar.gz", {"zeros.bin": bytes(5 << 20)}, "w:gz")
     assert path.stat().st_size < 100_000
@@ -222,6 +232,9 @@ def test_total_size_limit(tmp_path: Path) -> None:
             m.read()
 
 
+@scenario('12', 'an archive whose compression ratio is absurd',
+          'refused',
+          'UnsafeArchiveError over `max_ratio`')
 def test_compression_ratio_limit(tmp_path: Path) -> None:
     path = make_tar(tmp_path / "ratio.tar.xz", {"zeros.bin": bytes(8 << 20)}, "w:xz")
     with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(path, "zeros.bin") + ".*max_ratio"):
@@ -230,6 +243,9 @@ def test_compression_ratio_limit(tmp_path: Path) -> None:
     assert [m.size for m in iter_tar(path)] == [8 << 20]  # no ratio limit by default
 
 
+@scenario('12', 'a huge pax/long-name header',
+          'refused instead of loaded into memory',
+          'UnsafeArchiveError')
 def test_pax_header_bomb(tmp_path: Path) -> None:
     path = tmp_path / "pax.tar.gz"
     with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tf:
@@ -293,6 +309,9 @@ def consume(path: Path, read: bool = True) -> None:
 
 @pytest.mark.parametrize("suffix", list(MODES))
 @pytest.mark.parametrize("read", [True, False])
+@scenario('13', 'a truncated archive (tar, gz, bz2, xz)',
+          'a clear error naming the archive, never a raw EOFError/ReadError',
+          'CorruptArchiveError naming the archive')
 def test_truncated_archive_is_a_clear_error(tmp_path: Path, suffix: str, read: bool) -> None:
     path, data = big_tar(tmp_path, suffix)
     # Cutting an uncompressed tar's trailing zero padding loses nothing, so only compressed
@@ -377,6 +396,9 @@ def test_open_gzip(tmp_path: Path) -> None:
         f.read()
 
 
+@scenario('12', 'a single-file gzip bomb (e.g. an IDX .gz)',
+          'stops at the limit',
+          'UnsafeArchiveError at limit+1 bytes')
 def test_open_gzip_bomb(tmp_path: Path) -> None:
     path = tmp_path / "bomb.gz"
     path.write_bytes(gzip.compress(bytes(4 << 20)))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from reliability_matrix import scenario
 from server import (
     Corrupt,
     DriveConfirm,
@@ -151,6 +152,9 @@ def test_progress_bar_runs(
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.99])
+@scenario('1', 'connection dropped at 10%, 50% and 99% of a file',
+          'the next attempt resumes with Range; total bytes sent < 1.1x the size; sha256 right',
+          'requests are [no Range, `bytes=N-`] with statuses [200, 206]; server bytes sent < 1.1x; hash matches')
 def test_resume_after_connection_drop(server: LoopbackServer, tmp_path: Path, fraction: float) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -212,6 +216,9 @@ def test_changed_file_between_runs_is_not_stitched(server: LoopbackServer, tmp_p
     assert last.headers.get("If-Range") and last.status == 200
 
 
+@scenario('2', 'server ignores Range (answers 200 with the whole body)',
+          'the download restarts cleanly from zero',
+          'second request asked for a range, got 200, and the file (no checksum to rescue it) is exact')
 def test_server_ignoring_range_restarts_from_zero(server: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -225,6 +232,9 @@ def test_server_ignoring_range_restarts_from_zero(server: LoopbackServer, tmp_pa
 
 
 @pytest.mark.parametrize("claimed", ["start", "beyond"])
+@scenario('3', '206 with a wrong Content-Range (at zero, or past the offset asked)',
+          'detected, never stitched',
+          'the 206 is refused and the file fetched whole without Range; bytes exact without a checksum')
 def test_wrong_content_range_is_refused(server: LoopbackServer, tmp_path: Path, claimed: str) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -247,6 +257,9 @@ def test_short_body_is_an_interruption_not_a_file(server: LoopbackServer, tmp_pa
     assert server.hits("/demo/a.bin")[1].range == f"bytes={SIZE - 1000}-"
 
 
+@scenario('3', 'body shorter than Content-Length on every attempt',
+          'detected; an error naming the URL; nothing under the final name',
+          'DownloadError names URL and the short body; no final file')
 def test_short_body_every_time_fails_without_final_file(server: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -271,6 +284,9 @@ def test_transient_status_is_retried(server: LoopbackServer, tmp_path: Path, cod
     assert [g.status for g in server.hits("/demo/a.bin")] == [code, code, 200]
 
 
+@scenario('4', '429 with Retry-After, then success',
+          "retried after the server's delay",
+          'the retry comes at least 0.95 s after a `Retry-After: 1`')
 def test_retry_after_is_honoured(server: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -280,6 +296,9 @@ def test_retry_after_is_honoured(server: LoopbackServer, tmp_path: Path) -> None
     assert second.started - first.started >= 0.95
 
 
+@scenario('4', 'Retry-After far beyond the cap',
+          'the wait is capped',
+          'the retry happens within the configured cap')
 def test_retry_after_is_capped(server: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -291,6 +310,9 @@ def test_retry_after_is_capped(server: LoopbackServer, tmp_path: Path) -> None:
     assert second.started - first.started >= 0.29
 
 
+@scenario('4', '503 on every attempt',
+          'gives up after the configured attempts with an error naming URL and status',
+          'exactly N requests; the error has the URL, 503 and the count; no final file')
 def test_gives_up_after_attempts_naming_url_and_status(server: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -303,6 +325,9 @@ def test_gives_up_after_attempts_naming_url_and_status(server: LoopbackServer, t
     assert not (tmp_path / "dl" / "a.bin").exists()
 
 
+@scenario('5', 'server stalls mid-body',
+          'a read timeout fires, the attempt is retried with Range, the run finishes',
+          'finishes in well under the stall time; second request has a Range; bytes exact')
 def test_stall_hits_read_timeout_then_resumes(server: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -318,6 +343,9 @@ def test_stall_hits_read_timeout_then_resumes(server: LoopbackServer, tmp_path: 
 # -- URL order, mirrors, failures ----------------------------------------------------------------
 
 
+@scenario('6', 'primary returns 404',
+          'not retried; the next mirror serves the file',
+          'one request to the 404 URL, the file comes from the next')
 def test_404_is_not_retried_next_url_is_used(
     server: LoopbackServer, other: LoopbackServer, tmp_path: Path
 ) -> None:
@@ -329,6 +357,9 @@ def test_404_is_not_retried_next_url_is_used(
     assert len(server.hits("/demo/missing.bin")) == 1
 
 
+@scenario('6', 'primary refuses connections',
+          'the next mirror serves the file',
+          'the file arrives from the second URL')
 def test_refused_connection_then_next_url(other: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     refused = unused_url() + "/a.bin"
@@ -337,6 +368,9 @@ def test_refused_connection_then_next_url(other: LoopbackServer, tmp_path: Path)
     assert out["a.bin"].read_bytes() == data
 
 
+@scenario('6', 'every URL fails (404, refused, 503)',
+          'the error lists every URL tried and why',
+          'each URL with `HTTP 404`, `refused`, `HTTP 503` in the message and in `.attempts`')
 def test_all_urls_fail_error_lists_each_with_reason(
     server: LoopbackServer, other: LoopbackServer, tmp_path: Path
 ) -> None:
@@ -417,6 +451,9 @@ def test_mirror_can_be_a_directory(other: LoopbackServer, tmp_path: Path) -> Non
     assert other.requests == []
 
 
+@scenario('trust', '`--offline` with a mirror',
+          'no host but the mirror is contacted',
+          "the recipe's own host (a second loopback server) receives zero requests")
 def test_offline_uses_only_the_mirror(server: LoopbackServer, other: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     server.put("demo/a.bin", data)
@@ -450,6 +487,9 @@ def test_offline_without_mirror_errors_before_any_request(other: LoopbackServer,
 # -- corrupt data and HTML pages ---------------------------------------------------------------
 
 
+@scenario('7', 'bytes corrupted in transit on the first URL',
+          'never placed; kept as `.corrupt`; the next mirror is tried',
+          'the good copy from the second URL is placed; the bad one is `.corrupt`')
 def test_corrupt_copy_goes_aside_and_next_url_is_tried(
     server: LoopbackServer, other: LoopbackServer, tmp_path: Path
 ) -> None:
@@ -464,6 +504,9 @@ def test_corrupt_copy_goes_aside_and_next_url_is_tried(
     assert len(server.hits("/demo/a.bin")) == 1  # a bad checksum is not retried on the same URL
 
 
+@scenario('7', 'corrupt bytes from every URL',
+          'error shows expected and actual size and sha256 and what to do',
+          'no final file; `.corrupt` holds the bad bytes; message has both hashes, the size, `--checksums` and `thresher checksums NAME --update`')
 def test_corrupt_everywhere_never_lands_under_final_name(
     server: LoopbackServer, other: LoopbackServer, tmp_path: Path
 ) -> None:
@@ -507,6 +550,9 @@ def test_md5_only_source_is_verified(server: LoopbackServer, tmp_path: Path) -> 
         ("generic", "HTML page"),
     ],
 )
+@scenario('8', 'an HTML page instead of the archive (Drive quota, Drive virus scan, login, Cloudflare, generic)',
+          'recognised from the first bytes and reported as such, not as a checksum error',
+          'HtmlInsteadOfDataError naming the kind of page, not a ChecksumError; no file or .part left')
 def test_html_page_instead_of_data(server: LoopbackServer, tmp_path: Path, kind: str, phrase: str) -> None:
     data = blob()
     url = server.put("demo/a.zip", data)
@@ -546,6 +592,9 @@ def test_html_on_first_url_mirror_on_second(
 
 
 @pytest.mark.parametrize("style", ["cookie", "link", "form", "t"])
+@scenario('8', 'Google Drive confirm-token interstitial (cookie, link, form, confirm=t)',
+          'the confirm flow is followed to the file',
+          'two requests, the second with `confirm=` and the id; bytes exact')
 def test_google_drive_confirm_flow(server: LoopbackServer, tmp_path: Path, style: str) -> None:
     data = blob()
     server.put("drive/big.zip", data)
@@ -615,6 +664,9 @@ def test_file_changed_after_verification_is_rehashed(server: LoopbackServer, tmp
     assert out["a.bin"].read_bytes() == data
 
 
+@scenario('trust', 'nothing published for a file',
+          "first download's sha256 and size recorded, said loudly once; later runs verify against it",
+          '`checksums.tsv` holds the line; one warning; a changed upstream file is refused naming both hashes')
 def test_unpublished_checksum_is_recorded_then_enforced(
     server: LoopbackServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -648,6 +700,9 @@ def test_unpublished_placed_file_is_recorded(other: LoopbackServer, tmp_path: Pa
     assert other.requests == []
 
 
+@scenario('trust', '`--checksums FILE` for a private mirror',
+          "the file's values win over the recipe's and the recorded ones",
+          'a file matching only the override is accepted; a mismatch with it is refused')
 def test_checksums_file_overrides_recipe_and_record(server: LoopbackServer, tmp_path: Path) -> None:
     data = blob()
     url = server.put("demo/a.bin", data)
@@ -692,6 +747,9 @@ def test_manual_source_present_is_used(tmp_path: Path) -> None:
 # -- disk space and locks ----------------------------------------------------------------------
 
 
+@scenario('11', 'not enough free space for the declared sizes',
+          'refused before any byte is downloaded',
+          'DiskSpaceError and zero requests to the server')
 def test_free_space_is_checked_before_downloading(server: LoopbackServer, tmp_path: Path) -> None:
     url = server.put("demo/a.bin", b"x")
     huge = Source("a.bin", (url,), size=2**60, sha256="a" * 64)

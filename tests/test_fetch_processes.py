@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from reliability_matrix import scenario
 from server import LoopbackServer, Stall
 
 SCRIPT = textwrap.dedent(
@@ -48,6 +49,9 @@ def _spawn(url: str, dl: Path, data: bytes, fsize_limit: int = 0) -> subprocess.
     )  # fmt: skip
 
 
+@scenario('10', 'two processes download the same file at once',
+          'one download; both succeed (per-file lock)',
+          'one GET on the server; both processes return the verified file; one of them waited on the lock')
 def test_two_processes_same_file_one_download(server: LoopbackServer, tmp_path: Path) -> None:
     data = random.Random(7).randbytes(300_000)
     url = server.put("demo/big.bin", data)
@@ -66,6 +70,9 @@ def test_two_processes_same_file_one_download(server: LoopbackServer, tmp_path: 
     assert any("waiting for" in err and "big.bin.lock" in err for _, err in outs), outs
 
 
+@scenario('11', 'disk full during a download (RLIMIT_FSIZE in a subprocess)',
+          'DiskSpaceError naming the path; nothing under the final name',
+          'the error text names the path; no final file; no retry loop')
 def test_disk_full_during_download(server: LoopbackServer, tmp_path: Path) -> None:
     data = random.Random(8).randbytes(400_000)
     url = server.put("demo/big.bin", data)
