@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 RECIPES := mnist cifar10 flowers102 an4
 # Extra options for recipe targets, e.g. make mnist ARGS="--format hdf5"
 ARGS ?=
+# PyTorch is an optional extra. The tests install it only where a CPU build already lies on this
+# machine (as on our CI machines); elsewhere the adapter's test is skipped rather than pulling
+# gigabytes from the network.
+LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 
 .PHONY: help venv test lint demo bench clean $(RECIPES)
 
@@ -20,6 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(if $(LOCAL_TORCH),$(BIN)/python -m pip install --quiet '$(LOCAL_TORCH)')
 	touch $(STAMP)
 
 venv: $(STAMP)

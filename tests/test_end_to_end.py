@@ -30,7 +30,7 @@ def server(mirror: Mirror):
         yield srv
 
 
-def run_prepare(name: str, mirror: Mirror, server: LoopbackServer, root: Path, **kwargs) -> thresher.PrepareResult:
+def run_prepare(name: str, mirror: Mirror, server: LoopbackServer, root: Path, **kwargs) -> thresher.Manifest:
     return thresher.prepare(name, root=root, mirror=server.url, offline=True, checksums=mirror.checksums[name],
                             progress=False, **kwargs)
 
@@ -45,7 +45,7 @@ def test_recipe_round_trips_exactly(name: str, fmt: str, codec: str | None, mirr
             run_prepare(name, mirror, server, tmp_path, format=fmt, codec=codec)
         return
     result = run_prepare(name, mirror, server, tmp_path, format=fmt, codec=codec)
-    manifest = result.manifest
+    manifest = result
     assert manifest.codec == codec
     assert (tmp_path / name / fmt / "manifest.json").is_file()
     for split in recipe.split_names:
@@ -64,7 +64,7 @@ def test_prepare_is_deterministic_and_a_rerun_does_nothing(mirror: Mirror, serve
     outputs = []
     for run in ("a", "b"):
         result = run_prepare("cifar10", mirror, server, tmp_path / run, format="lmdb")
-        assert not result.already_done
+        assert not result.run.already_done
         outputs.append(result.directory)
     files_a = sorted(p.relative_to(outputs[0]) for p in outputs[0].rglob("*") if p.is_file() and "lock" not in p.name)
     files_b = sorted(p.relative_to(outputs[1]) for p in outputs[1].rglob("*") if p.is_file() and "lock" not in p.name)
@@ -73,7 +73,7 @@ def test_prepare_is_deterministic_and_a_rerun_does_nothing(mirror: Mirror, serve
         assert (outputs[0] / rel).read_bytes() == (outputs[1] / rel).read_bytes(), rel
     before = {p: p.stat().st_mtime_ns for p in outputs[0].rglob("*") if p.is_file() and "lock" not in p.name}
     again = run_prepare("cifar10", mirror, server, tmp_path / "a", format="lmdb")
-    assert again.already_done and "already prepared" in again.summary()
+    assert again.run.already_done and "already prepared" in again.summary()
     assert {p: p.stat().st_mtime_ns for p in outputs[0].rglob("*") if p.is_file() and "lock" not in p.name} == before
 
 
@@ -84,9 +84,9 @@ def test_output_is_byte_identical_for_any_worker_count_and_shard_split(fmt: str,
                       options=ConvertOptions(resize=(24, 20)))
     two = run_prepare("flowers102", mirror, server, tmp_path / "two", format=fmt, workers=2, shard_size=3000,
                       options=ConvertOptions(resize=(24, 20)))
-    assert one.manifest.dumps() == two.manifest.dumps()
-    assert any(len(s.shards) > 1 for s in one.manifest.splits.values()), "shard_size should split a split"
-    for split, entry in one.manifest.splits.items():
+    assert one.dumps() == two.dumps()
+    assert any(len(s.shards) > 1 for s in one.splits.values()), "shard_size should split a split"
+    for split, entry in one.splits.items():
         ds = thresher.open(one.directory / split)
         assert len(ds) == entry.records
         assert all(ds[i]["image"].shape == (24, 20, 3) for i in range(len(ds)))
@@ -108,7 +108,7 @@ def test_flac_audio_is_decoded_transparently_and_losslessly(mirror: Mirror, serv
                                                             tmp_path: Path) -> None:
     result = run_prepare("an4", mirror, server, tmp_path, format="lmdb",
                          options=ConvertOptions(audio_encoding="flac"))
-    assert result.manifest.schema["audio"].encoding == "flac"
+    assert result.schema["audio"].encoding == "flac"
     for split in ("train", "test"):
         ds = thresher.open(result.directory / split)
         stored = thresher.open(result.directory / split, decode=False)
@@ -123,7 +123,7 @@ def test_channel_order_option_flips_stored_pixels_and_reader_undoes_it(mirror: M
     rgb = run_prepare("cifar10", mirror, server, tmp_path / "rgb", format="minidb", splits=["test"])
     bgr = run_prepare("cifar10", mirror, server, tmp_path / "bgr", format="minidb", splits=["test"],
                       options=ConvertOptions(channel_order="BGR"))
-    assert (rgb.manifest.channel_order, bgr.manifest.channel_order) == ("RGB", "BGR")
+    assert (rgb.channel_order, bgr.channel_order) == ("RGB", "BGR")
     raw_rgb = rgb.directory.joinpath("test/shard-00000.minidb").read_bytes()
     raw_bgr = bgr.directory.joinpath("test/shard-00000.minidb").read_bytes()
     assert raw_rgb != raw_bgr

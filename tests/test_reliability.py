@@ -107,7 +107,7 @@ def test_killed_conversion_resumes_to_identical_bytes(fmt: str, mirror: Mirror, 
     kwargs = prepare_kwargs(mirror, server, "mnist")
     reference = thresher.prepare("mnist", root=tmp_path / "reference", format=fmt, shard_size=2000, **kwargs)
     expected = tree_bytes(reference.directory)
-    assert len(reference.manifest.splits["train"].shards) >= 3  # so the kill points fall between shards
+    assert len(reference.splits["train"].shards) >= 3  # so the kill points fall between shards
     root = tmp_path / "killed"
     for pause_at in (0, 3, 5, -1):  # -1: all records yielded, last shard and manifest not yet written
         proc, marker = start_pausing_run(tmp_path, root, "mnist", fmt, "train", pause_at, 600, kwargs)
@@ -121,7 +121,7 @@ def test_killed_conversion_resumes_to_identical_bytes(fmt: str, mirror: Mirror, 
         assert not (root / "mnist" / fmt / "manifest.json").exists()
         # The next kill point continues from this interrupted state: resumes pile up.
     result = thresher.prepare("mnist", root=root, format=fmt, shard_size=2000, **kwargs)
-    assert not result.already_done
+    assert not result.run.already_done
     assert tree_bytes(result.directory) == expected
 
 
@@ -309,7 +309,7 @@ def test_corrupt_jpeg_is_named_and_skip_bad_counts_it(mirror: Mirror, tmp_path: 
     with pytest.raises(MalformedDataError, match=r"102flowers.tgz:jpg/image_00002.jpg \(image\): cannot convert"):
         thresher.prepare("flowers102", root=tmp_path / "out", **common)
     result = thresher.prepare("flowers102", root=tmp_path / "skip", skip_bad=True, **common)
-    entry = result.manifest.splits["train"]
+    entry = result.splits["train"]
     wanted = len(mirror.miniatures["flowers102"].records["train"])
     assert (entry.records, entry.skipped) == (wanted - 1, 1)
     assert "image_00002.jpg" in entry.skipped_records[0]
@@ -395,7 +395,7 @@ def test_dead_host_gives_instructions_and_hand_placed_files_are_used(mirror: Mir
         (downloads / filename).write_bytes(path.read_bytes())
     result = thresher.prepare("mnist", root=tmp_path, offline=True, checksums=mirror.checksums["mnist"],
                               progress=False)
-    assert result.manifest.splits["train"].records == len(mirror.miniatures["mnist"].records["train"])
+    assert result.splits["train"].records == len(mirror.miniatures["mnist"].records["train"])
 
 
 def test_manual_recipe_error_is_one_screen(tmp_path: Path) -> None:

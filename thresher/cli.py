@@ -194,13 +194,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
-    result = prepare(
+    manifest = prepare(
         args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits,
         workers=args.workers, options=options, mirror=args.mirror, offline=args.offline,
         checksums=args.checksums, download_dir=args.download_dir,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE, skip_bad=args.skip_bad, progress=args.progress,
     )
-    print(result.summary())
+    print(manifest.summary())
     return 0
 
 

@@ -56,10 +56,10 @@ def run(directory: Path) -> list[Path]:
         print(f"serving miniatures from {url}")
         for name, recipe in sorted(all_recipes().items()):
             for fmt in FORMATS:
-                result = prepare(name, root=directory / "datasets", format=fmt, mirror=url, offline=True,
+                manifest = prepare(name, root=directory / "datasets", format=fmt, mirror=url, offline=True,
                                  checksums=checksums[name], progress=False)
-                report = verify(result.directory)
-                print(f"  {result.summary()} verify: {'OK' if report.ok else report.problems}")
+                report = verify(manifest.directory)
+                print(f"  {manifest.summary()} verify: {'OK' if report.ok else report.problems}")
             split = recipe.split_names[0]
             sheet = directory / "sheets" / f"{name}-{split}.png"
             sheets.append(contact_sheet(open_split(directory / "datasets" / name / "lmdb" / split), sheet))

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thresher.atomic import write_bytes_atomic
+from thresher.atomic import human_bytes, write_bytes_atomic
 from thresher.errors import CorruptShardError
 from thresher.schema import Schema
 
@@ -66,6 +66,15 @@ class SplitEntry:
 
 
 @dataclass
+class RunReport:
+    """What one ``prepare`` call did; kept beside the manifest, never written into it."""
+
+    already_done: bool
+    seconds: float
+    splits: list[str]
+
+
+@dataclass
 class Manifest:
     recipe: str
     recipe_version: str
@@ -79,7 +88,8 @@ class Manifest:
     sources: list[dict[str, Any]]
     splits: dict[str, SplitEntry]
     created_by: str = ""
-    directory: Path | None = None  # where it was read from; not serialised
+    directory: Path | None = None  # where it lives; not serialised
+    run: RunReport | None = None  # set by prepare(); not serialised
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -89,6 +99,24 @@ class Manifest:
             "codec": self.codec, "channel_order": self.channel_order, "options": self.options,
             "schema": self.schema.to_json(), "sources": self.sources, "key_format": self.key_format,
         }
+
+    def summary(self) -> str:
+        """One paragraph for people: records and bytes per split, time, and where the output is."""
+        names = self.run.splits if self.run else sorted(self.splits)
+        parts = [
+            f"{name}: {self.splits[name].records:,} records, {human_bytes(self.splits[name].bytes)}"
+            + (f", {self.splits[name].skipped} skipped" if self.splits[name].skipped else "")
+            for name in names
+        ]
+        if self.run is None:
+            state = "prepared"
+        elif self.run.already_done:
+            state = "already prepared, nothing to do"
+        else:
+            state = f"prepared in {self.run.seconds:.1f} s"
+        codec = f" {self.codec}" if self.codec else ""
+        return (f"{self.recipe} ({self.format}{codec}, {self.channel_order}) {state}: " + "; ".join(parts)
+                + f". Output: {self.directory}")
 
     def to_json(self) -> dict[str, Any]:
         return {

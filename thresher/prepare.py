@@ -22,14 +22,14 @@ import numpy as np
 
 from thresher import __version__, transforms
 from thresher.acquire import download
-from thresher.atomic import check_free_space, human_bytes, place, remove, temporary_name, write_bytes_atomic
+from thresher.atomic import check_free_space, place, remove, temporary_name, write_bytes_atomic
 from thresher.codecs import get_codec
 from thresher.errors import ThresherError, UnsupportedCodecError
 from thresher.executors import ordered_map
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
-from thresher.manifest import MANIFEST_NAME, Manifest, ShardEntry, SplitEntry, file_entry
+from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, ShardEntry, SplitEntry, file_entry
 from thresher.recipe import WHERE, BadRecord, Recipe, Record
 from thresher.registry import get_recipe
 from thresher.schema import Field, Schema
@@ -54,31 +54,6 @@ class EncodePlan:
     channel_order: str
 
 
-@dataclass
-class PrepareResult:
-    """What :func:`prepare` did: the manifest, and whether there was anything to do."""
-
-    manifest: Manifest
-    directory: Path
-    already_done: bool
-    seconds: float
-    splits: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        m = self.manifest
-        parts = [
-            f"{name}: {m.splits[name].records:,} records, {human_bytes(m.splits[name].bytes)}"
-            + (f", {m.splits[name].skipped} skipped" if m.splits[name].skipped else "")
-            for name in self.splits
-        ]
-        state = "already prepared, nothing to do" if self.already_done else f"prepared in {self.seconds:.1f} s"
-        codec = f" {m.codec}" if m.codec else ""
-        return (
-            f"{m.recipe} ({m.format}{codec}, {m.channel_order}) {state}: " + "; ".join(parts)
-            + f". Output: {self.directory}"
-        )
-
-
 def prepare(
     name: str,
     *,
@@ -95,8 +70,12 @@ def prepare(
     shard_size: int = DEFAULT_SHARD_SIZE,
     skip_bad: bool = False,
     progress: bool | None = None,
-) -> PrepareResult:
-    """Download, verify and convert a dataset; return the manifest. Re-running a finished job does nothing."""
+) -> Manifest:
+    """Download, verify and convert a dataset; return its manifest. Re-running a finished job does nothing.
+
+    ``manifest.run`` says whether there was anything to do and how long it took;
+    ``manifest.summary()`` is the one-paragraph report the CLI prints.
+    """
     started = time.monotonic()
     recipe = get_recipe(name)
     storage = get_format(format)
@@ -127,7 +106,8 @@ def prepare(
             manifest.splits = {k: v for k, v in previous.splits.items() if k not in wanted}
             if all(s in previous.splits and _split_intact(out_dir, previous.splits[s]) for s in wanted):
                 log.info("%s: already prepared in %s, nothing to do", recipe.name, out_dir)
-                return PrepareResult(previous, out_dir, True, time.monotonic() - started, wanted)
+                previous.run = RunReport(True, time.monotonic() - started, wanted)
+                return previous
         plan = EncodePlan(recipe.schema, schema, options, codec_name, channel_order)
         check_free_space(out_dir, _estimated_output_bytes(recipe, wanted, files), "the conversion")
         for split in wanted:
@@ -138,7 +118,8 @@ def prepare(
         manifest.write(out_dir)
         for split in wanted:
             remove(out_dir / split / PROGRESS_NAME)
-    return PrepareResult(manifest, out_dir, False, time.monotonic() - started, wanted)
+    manifest.run = RunReport(False, time.monotonic() - started, wanted)
+    return manifest
 
 
 def choose_codec(recipe: Recipe, storage: StorageFormat, schema: Schema, codec: str | None) -> str | None:
