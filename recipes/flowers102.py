@@ -39,8 +39,8 @@ def member_name(image_id: int) -> str:
 
 
 def _source(filename: str, size: int, md5: str, sha256: str) -> Source:
-    return Source(filename, (f"https://{BASE}{filename}", f"http://{BASE}{filename}"),
-                  size=size, md5=md5, sha256=sha256, checksum_source=PUBLISHED)
+    return Source.from_bases(filename, (f"https://{BASE}", f"http://{BASE}"), size=size, md5=md5, sha256=sha256,
+                             checksum_source=PUBLISHED)
 
 
 class Flowers102(Recipe):

@@ -25,8 +25,8 @@ FILES = {
 
 
 def _source(filename: str, size: int, md5: str, sha256: str) -> Source:
-    return Source(filename, tuple(base + filename for base in (OFFICIAL, *MIRRORS)),
-                  size=size, md5=md5, sha256=sha256, checksum_source=PUBLISHED)
+    return Source.from_bases(filename, (OFFICIAL, *MIRRORS), size=size, md5=md5, sha256=sha256,
+                             checksum_source=PUBLISHED)
 
 
 class Mnist(Recipe):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e import Mirror, build_mirror
 from server import LoopbackServer
 
 
@@ -25,4 +26,17 @@ _bypass_proxies_for_loopback()
 def server(tmp_path: Path) -> Iterator[LoopbackServer]:
     """A LoopbackServer named ``origin`` serving ``tmp_path/www``; see tests/server.py for faults."""
     with LoopbackServer(tmp_path / "www", name="origin") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Mirror:
+    """Every recipe's miniature laid out as ``<root>/<name>/<file>``, with --checksums files."""
+    return build_mirror(tmp_path_factory.mktemp("mirror") / "files")
+
+
+@pytest.fixture(scope="session")
+def mirror_server(mirror: Mirror) -> Iterator[LoopbackServer]:
+    """The miniatures served over HTTP on 127.0.0.1, as an internal mirror would serve them."""
+    with LoopbackServer(mirror.root, name="mirror") as srv:
         yield srv

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e import Mirror, build_mirror
+from e2e import Mirror
 from PIL import Image
 from server import LoopbackServer
 
@@ -26,19 +26,10 @@ def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory: pytest.TempPathFactory) -> Mirror:
-    return build_mirror(tmp_path_factory.mktemp("mirror") / "files")
 
 
-@pytest.fixture(scope="module")
-def server(mirror: Mirror):
-    with LoopbackServer(mirror.root, name="mirror") as srv:
-        yield srv
-
-
-def network(mirror: Mirror, server: LoopbackServer, name: str) -> list[str]:
-    return ["--mirror", server.url, "--offline", "--checksums", str(mirror.checksums[name]), "--no-progress"]
+def network(mirror: Mirror, mirror_server: LoopbackServer, name: str) -> list[str]:
+    return ["--mirror", mirror_server.url, "--offline", "--checksums", str(mirror.checksums[name]), "--no-progress"]
 
 
 def test_list_shows_every_recipe_with_splits_sizes_and_manual_flag() -> None:
@@ -77,14 +68,14 @@ def test_unknown_recipe_is_a_one_line_error() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_prepare_verify_inspect_show_checksums(mirror: Mirror, server: LoopbackServer, tmp_path: Path) -> None:
+def test_prepare_verify_inspect_show_checksums(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> None:
     root = tmp_path / "data"
     proc = run("prepare", "flowers102", "--root", root, "--format", "minidb", "--codec", "tensorprotos",
-               *network(mirror, server, "flowers102"))
+               *network(mirror, mirror_server, "flowers102"))
     want = {s: len(r) for s, r in mirror.miniatures["flowers102"].records.items()}
     assert f"train: {want['train']} records" in proc.stdout and "prepared in" in proc.stdout
     again = run("prepare", "flowers102", "--root", root, "--format", "minidb", "--codec", "tensorprotos",
-                *network(mirror, server, "flowers102"))
+                *network(mirror, mirror_server, "flowers102"))
     assert "already prepared, nothing to do" in again.stdout
 
     out_dir = root / "flowers102" / "minidb"
@@ -109,8 +100,8 @@ def test_prepare_verify_inspect_show_checksums(mirror: Mirror, server: LoopbackS
     assert failed.returncode == 1 and f"FAIL {shard}" in failed.stdout
 
 
-def test_audio_contact_sheet_draws_waveforms(mirror: Mirror, server: LoopbackServer, tmp_path: Path) -> None:
-    run("prepare", "an4", "--root", tmp_path, "--audio-encoding", "flac", *network(mirror, server, "an4"))
+def test_audio_contact_sheet_draws_waveforms(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> None:
+    run("prepare", "an4", "--root", tmp_path, "--audio-encoding", "flac", *network(mirror, mirror_server, "an4"))
     sheet = tmp_path / "an4.png"
     run("show", tmp_path / "an4" / "lmdb" / "train", "-o", sheet)
     with Image.open(sheet) as img:
@@ -118,17 +109,17 @@ def test_audio_contact_sheet_draws_waveforms(mirror: Mirror, server: LoopbackSer
     assert (0, 0, 128) in colours  # the waveform's navy lines
 
 
-def test_datum_for_audio_is_a_clear_error(mirror: Mirror, server: LoopbackServer, tmp_path: Path) -> None:
-    proc = run("prepare", "an4", "--root", tmp_path, "--codec", "datum", *network(mirror, server, "an4"),
+def test_datum_for_audio_is_a_clear_error(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> None:
+    proc = run("prepare", "an4", "--root", tmp_path, "--codec", "datum", *network(mirror, mirror_server, "an4"),
                check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "datum holds one image and one integer label" in proc.stderr and "tensorprotos" in proc.stderr
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_recipe_target_prepares_into_the_data_root(mirror: Mirror, server: LoopbackServer,
+def test_make_recipe_target_prepares_into_the_data_root(mirror: Mirror, mirror_server: LoopbackServer,
                                                         tmp_path: Path) -> None:
-    args = " ".join(["--root", str(tmp_path), *network(mirror, server, "mnist")])
+    args = " ".join(["--root", str(tmp_path), *network(mirror, mirror_server, "mnist")])
     env = {**os.environ, "ARGS": args}
     proc = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "mnist"], capture_output=True,
                           text=True, timeout=600, env=env)

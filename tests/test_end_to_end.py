@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e import FORMAT_CODECS, Mirror, assert_same_records, build_mirror, recipe_supports
+from e2e import FORMAT_CODECS, Mirror, assert_same_records, recipe_supports
 from server import LoopbackServer
 
 import thresher
@@ -19,32 +19,23 @@ from thresher.transforms import ConvertOptions
 RECIPES = sorted(all_recipes())
 
 
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory: pytest.TempPathFactory) -> Mirror:
-    return build_mirror(tmp_path_factory.mktemp("mirror") / "files")
 
 
-@pytest.fixture(scope="module")
-def server(mirror: Mirror):
-    with LoopbackServer(mirror.root, name="mirror") as srv:
-        yield srv
-
-
-def run_prepare(name: str, mirror: Mirror, server: LoopbackServer, root: Path, **kwargs) -> thresher.Manifest:
-    return thresher.prepare(name, root=root, mirror=server.url, offline=True, checksums=mirror.checksums[name],
+def run_prepare(name: str, mirror: Mirror, mirror_server: LoopbackServer, root: Path, **kwargs) -> thresher.Manifest:
+    return thresher.prepare(name, root=root, mirror=mirror_server.url, offline=True, checksums=mirror.checksums[name],
                             progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("name", RECIPES)
 @pytest.mark.parametrize(("fmt", "codec"), FORMAT_CODECS)
 def test_recipe_round_trips_exactly(name: str, fmt: str, codec: str | None, mirror: Mirror,
-                                    server: LoopbackServer, tmp_path: Path) -> None:
+                                    mirror_server: LoopbackServer, tmp_path: Path) -> None:
     recipe = all_recipes()[name]
     if not recipe_supports(recipe, codec):
         with pytest.raises(UnsupportedCodecError, match="tensorprotos"):
-            run_prepare(name, mirror, server, tmp_path, format=fmt, codec=codec)
+            run_prepare(name, mirror, mirror_server, tmp_path, format=fmt, codec=codec)
         return
-    result = run_prepare(name, mirror, server, tmp_path, format=fmt, codec=codec)
+    result = run_prepare(name, mirror, mirror_server, tmp_path, format=fmt, codec=codec)
     manifest = result
     assert manifest.codec == codec
     assert (tmp_path / name / fmt / "manifest.json").is_file()
@@ -59,11 +50,11 @@ def test_recipe_round_trips_exactly(name: str, fmt: str, codec: str | None, mirr
         ds.close()
 
 
-def test_prepare_is_deterministic_and_a_rerun_does_nothing(mirror: Mirror, server: LoopbackServer,
+def test_prepare_is_deterministic_and_a_rerun_does_nothing(mirror: Mirror, mirror_server: LoopbackServer,
                                                            tmp_path: Path) -> None:
     outputs = []
     for run in ("a", "b"):
-        result = run_prepare("cifar10", mirror, server, tmp_path / run, format="lmdb")
+        result = run_prepare("cifar10", mirror, mirror_server, tmp_path / run, format="lmdb")
         assert not result.run.already_done
         outputs.append(result.directory)
     files_a = sorted(p.relative_to(outputs[0]) for p in outputs[0].rglob("*") if p.is_file() and "lock" not in p.name)
@@ -72,17 +63,17 @@ def test_prepare_is_deterministic_and_a_rerun_does_nothing(mirror: Mirror, serve
     for rel in files_a:
         assert (outputs[0] / rel).read_bytes() == (outputs[1] / rel).read_bytes(), rel
     before = {p: p.stat().st_mtime_ns for p in outputs[0].rglob("*") if p.is_file() and "lock" not in p.name}
-    again = run_prepare("cifar10", mirror, server, tmp_path / "a", format="lmdb")
+    again = run_prepare("cifar10", mirror, mirror_server, tmp_path / "a", format="lmdb")
     assert again.run.already_done and "already prepared" in again.summary()
     assert {p: p.stat().st_mtime_ns for p in outputs[0].rglob("*") if p.is_file() and "lock" not in p.name} == before
 
 
 @pytest.mark.parametrize("fmt", ["lmdb", "minidb", "hdf5"])
 def test_output_is_byte_identical_for_any_worker_count_and_shard_split(fmt: str, mirror: Mirror,
-                                                                       server: LoopbackServer, tmp_path: Path) -> None:
-    one = run_prepare("flowers102", mirror, server, tmp_path / "one", format=fmt, workers=1, shard_size=3000,
+                                                                       mirror_server: LoopbackServer, tmp_path: Path) -> None:
+    one = run_prepare("flowers102", mirror, mirror_server, tmp_path / "one", format=fmt, workers=1, shard_size=3000,
                       options=ConvertOptions(resize=(24, 20)))
-    two = run_prepare("flowers102", mirror, server, tmp_path / "two", format=fmt, workers=2, shard_size=3000,
+    two = run_prepare("flowers102", mirror, mirror_server, tmp_path / "two", format=fmt, workers=2, shard_size=3000,
                       options=ConvertOptions(resize=(24, 20)))
     assert one.dumps() == two.dumps()
     assert any(len(s.shards) > 1 for s in one.splits.values()), "shard_size should split a split"
@@ -92,8 +83,8 @@ def test_output_is_byte_identical_for_any_worker_count_and_shard_split(fmt: str,
         assert all(ds[i]["image"].shape == (24, 20, 3) for i in range(len(ds)))
 
 
-def test_manifest_records_what_was_made(mirror: Mirror, server: LoopbackServer, tmp_path: Path) -> None:
-    result = run_prepare("mnist", mirror, server, tmp_path, format="minidb", codec="tensorprotos")
+def test_manifest_records_what_was_made(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> None:
+    result = run_prepare("mnist", mirror, mirror_server, tmp_path, format="minidb", codec="tensorprotos")
     data = json.loads((result.directory / "manifest.json").read_text())
     assert data["recipe"] == {"name": "mnist", "version": all_recipes()["mnist"].version}
     assert data["codec"] == "tensorprotos" and data["channel_order"] == "GRAY" and data["layout"] == "HWC"
@@ -104,9 +95,9 @@ def test_manifest_records_what_was_made(mirror: Mirror, server: LoopbackServer, 
     assert [f["name"] for f in data["schema"]] == ["image", "label"]
 
 
-def test_flac_audio_is_decoded_transparently_and_losslessly(mirror: Mirror, server: LoopbackServer,
+def test_flac_audio_is_decoded_transparently_and_losslessly(mirror: Mirror, mirror_server: LoopbackServer,
                                                             tmp_path: Path) -> None:
-    result = run_prepare("an4", mirror, server, tmp_path, format="lmdb",
+    result = run_prepare("an4", mirror, mirror_server, tmp_path, format="lmdb",
                          options=ConvertOptions(audio_encoding="flac"))
     assert result.schema["audio"].encoding == "flac"
     for split in ("train", "test"):
@@ -118,10 +109,10 @@ def test_flac_audio_is_decoded_transparently_and_losslessly(mirror: Mirror, serv
             assert ds[i]["transcript"] == want["transcript"]
 
 
-def test_channel_order_option_flips_stored_pixels_and_reader_undoes_it(mirror: Mirror, server: LoopbackServer,
+def test_channel_order_option_flips_stored_pixels_and_reader_undoes_it(mirror: Mirror, mirror_server: LoopbackServer,
                                                                        tmp_path: Path) -> None:
-    rgb = run_prepare("cifar10", mirror, server, tmp_path / "rgb", format="minidb", splits=["test"])
-    bgr = run_prepare("cifar10", mirror, server, tmp_path / "bgr", format="minidb", splits=["test"],
+    rgb = run_prepare("cifar10", mirror, mirror_server, tmp_path / "rgb", format="minidb", splits=["test"])
+    bgr = run_prepare("cifar10", mirror, mirror_server, tmp_path / "bgr", format="minidb", splits=["test"],
                       options=ConvertOptions(channel_order="BGR"))
     assert (rgb.channel_order, bgr.channel_order) == ("RGB", "BGR")
     raw_rgb = rgb.directory.joinpath("test/shard-00000.minidb").read_bytes()
@@ -149,8 +140,8 @@ def _read_pickled(args: tuple[thresher.Dataset, int]) -> int:
 
 @pytest.mark.parametrize("fmt", ["lmdb", "minidb", "hdf5"])
 def test_dataset_works_in_worker_processes_after_the_parent_has_read(fmt: str, mirror: Mirror,
-                                                                    server: LoopbackServer, tmp_path: Path) -> None:
-    result = run_prepare("mnist", mirror, server, tmp_path, format=fmt)
+                                                                    mirror_server: LoopbackServer, tmp_path: Path) -> None:
+    result = run_prepare("mnist", mirror, mirror_server, tmp_path, format=fmt)
     ds = thresher.open(result.directory / "train")
     parent = [ds[i]["label"] for i in range(len(ds))]  # the parent's handles are open now
     _INHERITED["ds"] = ds
@@ -166,9 +157,9 @@ def test_dataset_works_in_worker_processes_after_the_parent_has_read(fmt: str, m
     assert [ds[i]["label"] for i in range(len(ds))] == parent  # the parent still reads after the children
 
 
-def test_batches_stack_arrays_and_shuffle_reproducibly(mirror: Mirror, server: LoopbackServer,
+def test_batches_stack_arrays_and_shuffle_reproducibly(mirror: Mirror, mirror_server: LoopbackServer,
                                                        tmp_path: Path) -> None:
-    result = run_prepare("cifar10", mirror, server, tmp_path, format="hdf5", splits=["train"])
+    result = run_prepare("cifar10", mirror, mirror_server, tmp_path, format="hdf5", splits=["train"])
     ds = thresher.open(result.directory, split="train")
     batches = list(ds.batches(4, shuffle=True, seed=3))
     assert [len(b["label"]) for b in batches] == [4, 4, 4, 3]
@@ -182,9 +173,9 @@ def test_batches_stack_arrays_and_shuffle_reproducibly(mirror: Mirror, server: L
     assert ordered[0]["label"].tolist() == [r["label"] for r in mirror.miniatures["cifar10"].records["train"][:4]]
 
 
-def test_offline_prepare_never_contacts_the_recipe_hosts(mirror: Mirror, server: LoopbackServer,
+def test_offline_prepare_never_contacts_the_recipe_hosts(mirror: Mirror, mirror_server: LoopbackServer,
                                                          tmp_path: Path) -> None:
-    before = len(server.requests)
-    run_prepare("mnist", mirror, server, tmp_path, format="lmdb")
-    paths = {r.path for r in server.requests[before:]}
+    before = len(mirror_server.requests)
+    run_prepare("mnist", mirror, mirror_server, tmp_path, format="lmdb")
+    paths = {r.path for r in mirror_server.requests[before:]}
     assert paths == {f"/mnist/{s.filename}" for s in all_recipes()["mnist"].sources}

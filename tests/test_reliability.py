@@ -28,19 +28,8 @@ from thresher.transforms import ConvertOptions
 from thresher.verify import verify
 
 
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory: pytest.TempPathFactory) -> Mirror:
-    return build_mirror(tmp_path_factory.mktemp("mirror") / "files")
-
-
-@pytest.fixture(scope="module")
-def server(mirror: Mirror):
-    with LoopbackServer(mirror.root, name="mirror") as srv:
-        yield srv
-
-
-def prepare_kwargs(mirror: Mirror, server: LoopbackServer, name: str) -> dict:
-    return {"mirror": server.url, "offline": True, "checksums": str(mirror.checksums[name]), "progress": False}
+def prepare_kwargs(mirror: Mirror, mirror_server: LoopbackServer, name: str) -> dict:
+    return {"mirror": mirror_server.url, "offline": True, "checksums": str(mirror.checksums[name]), "progress": False}
 
 
 def tree_bytes(directory: Path) -> dict[str, bytes]:
@@ -102,9 +91,9 @@ def wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
           "shard under a final name",
           "kill at each pause point, check no final-named shard is incomplete, rerun, compare all bytes")
 @pytest.mark.parametrize("fmt", ["lmdb", "minidb", "hdf5"])
-def test_killed_conversion_resumes_to_identical_bytes(fmt: str, mirror: Mirror, server: LoopbackServer,
+def test_killed_conversion_resumes_to_identical_bytes(fmt: str, mirror: Mirror, mirror_server: LoopbackServer,
                                                       tmp_path: Path) -> None:
-    kwargs = prepare_kwargs(mirror, server, "mnist")
+    kwargs = prepare_kwargs(mirror, mirror_server, "mnist")
     reference = thresher.prepare("mnist", root=tmp_path / "reference", format=fmt, shard_size=2000, **kwargs)
     expected = tree_bytes(reference.directory)
     assert len(reference.splits["train"].shards) >= 3  # so the kill points fall between shards
@@ -178,9 +167,9 @@ def server_url_for(mirror: Mirror) -> str:
           "both succeed with one correct output: the second waits for the first and reports the work done",
           "two processes overlap (the first pauses mid-conversion); both exit 0, one says already "
           "prepared, verify passes")
-def test_two_prepares_at_once_end_with_one_correct_output(mirror: Mirror, server: LoopbackServer,
+def test_two_prepares_at_once_end_with_one_correct_output(mirror: Mirror, mirror_server: LoopbackServer,
                                                           tmp_path: Path) -> None:
-    kwargs = prepare_kwargs(mirror, server, "mnist")
+    kwargs = prepare_kwargs(mirror, mirror_server, "mnist")
     first, marker = start_pausing_run(tmp_path, tmp_path, "mnist", "lmdb", "train", 2, 1.5, kwargs, tag="a")
     wait_for(marker, first)
     second, _ = start_pausing_run(tmp_path, tmp_path, "mnist", "lmdb", "train", 10_000, 0, kwargs, tag="b")
@@ -211,10 +200,10 @@ except DiskSpaceError as exc:
           "without the limit verifies")
 @pytest.mark.parametrize("fmt", ["lmdb", "minidb", "hdf5"])
 def test_disk_full_during_conversion_is_clear_and_leaves_nothing_corrupt(fmt: str, mirror: Mirror,
-                                                                         server: LoopbackServer, tmp_path: Path) -> None:
-    kwargs = prepare_kwargs(mirror, server, "cifar10")
+                                                                         mirror_server: LoopbackServer, tmp_path: Path) -> None:
+    kwargs = prepare_kwargs(mirror, mirror_server, "cifar10")
     thresher.acquire.download(thresher.registry.get_recipe("cifar10"), tmp_path / "cifar10" / "downloads",
-                              mirror=server.url, offline=True, checksums=mirror.checksums["cifar10"])
+                              mirror=mirror_server.url, offline=True, checksums=mirror.checksums["cifar10"])
     limit = 20_000  # above the miniature archive, below the converted output
     proc = subprocess.run([sys.executable, "-c", FSIZE_RUN.format(limit=limit, name="cifar10", root=str(tmp_path),
                                                                   fmt=fmt, kwargs=kwargs)],
@@ -324,10 +313,10 @@ def test_corrupt_jpeg_is_named_and_skip_bad_counts_it(mirror: Mirror, tmp_path: 
           "`thresher verify` names the file (and record); the reader raises a clear error, never crashes",
           "verify problems name the file; reading a truncated minidb or a missing LMDB raises CorruptShardError "
           "with the path")
-def test_verify_and_reader_report_corrupted_outputs(mirror: Mirror, server: LoopbackServer, tmp_path: Path) -> None:
+def test_verify_and_reader_report_corrupted_outputs(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> None:
     from thresher.errors import CorruptShardError
 
-    kwargs = prepare_kwargs(mirror, server, "mnist")
+    kwargs = prepare_kwargs(mirror, mirror_server, "mnist")
     lmdb_out = thresher.prepare("mnist", root=tmp_path, format="lmdb", **kwargs).directory
     minidb_out = thresher.prepare("mnist", root=tmp_path, format="minidb", **kwargs).directory
     assert verify(lmdb_out).ok and verify(minidb_out).ok
@@ -354,7 +343,7 @@ def test_verify_and_reader_report_corrupted_outputs(mirror: Mirror, server: Loop
         thresher.open(lmdb_out / "test")[0]
 
 
-def test_verify_decodes_every_record_and_names_the_bad_one(mirror: Mirror, server: LoopbackServer,
+def test_verify_decodes_every_record_and_names_the_bad_one(mirror: Mirror, mirror_server: LoopbackServer,
                                                            tmp_path: Path) -> None:
     """A value that is wrong inside a shard whose hash was re-recorded: only decoding finds it."""
     import json
@@ -362,7 +351,7 @@ def test_verify_decodes_every_record_and_names_the_bad_one(mirror: Mirror, serve
     from thresher.formats.minidb import frame
     from thresher.manifest import sha256_file
 
-    out = thresher.prepare("mnist", root=tmp_path, format="minidb", **prepare_kwargs(mirror, server, "mnist")).directory
+    out = thresher.prepare("mnist", root=tmp_path, format="minidb", **prepare_kwargs(mirror, mirror_server, "mnist")).directory
     shard = out / "test/shard-00000.minidb"
     records = shard.read_bytes()
     first_len = int.from_bytes(records[4:8], "little")
@@ -408,15 +397,15 @@ def test_manual_recipe_error_is_one_screen(tmp_path: Path) -> None:
     assert ManualDownloadRequired.__doc__
 
 
-def test_disk_space_is_checked_before_converting(mirror: Mirror, server: LoopbackServer, tmp_path: Path,
+def test_disk_space_is_checked_before_converting(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
     from collections import namedtuple
 
     Usage = namedtuple("Usage", "total used free")
     real = shutil.disk_usage
-    thresher.prepare("mnist", root=tmp_path, format="lmdb", **prepare_kwargs(mirror, server, "mnist"))
+    thresher.prepare("mnist", root=tmp_path, format="lmdb", **prepare_kwargs(mirror, mirror_server, "mnist"))
     monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(real(p).total, real(p).total, 10))
     with pytest.raises(DiskSpaceError, match=r"needs about .* but only 10 B is free"):
-        thresher.prepare("mnist", root=tmp_path, format="minidb", **prepare_kwargs(mirror, server, "mnist"))
+        thresher.prepare("mnist", root=tmp_path, format="minidb", **prepare_kwargs(mirror, mirror_server, "mnist"))
     assert np.all([not p.name.endswith(".minidb") for p in (tmp_path / "mnist").rglob("*")])

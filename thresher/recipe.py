@@ -54,6 +54,11 @@ class Source:
     checksum_source: str = "none published"
     manual: bool = False
 
+    @classmethod
+    def from_bases(cls, filename: str, bases: tuple[str, ...], **facts: Any) -> Source:
+        """A file published under several base URLs (official first, then mirrors)."""
+        return cls(filename, tuple(base + filename for base in bases), **facts)
+
     @property
     def has_published_checksum(self) -> bool:
         return bool(self.sha256 or self.md5)

@@ -267,3 +267,21 @@ def decode_each(
     """The slow batch path: decode one record at a time and stack each column."""
     records = [decode(v) for v in values]
     return {f.name: stack_column([r[f.name] for r in records], f) for f in schema}
+
+
+class PlannedCodec:
+    """What both codecs share: a plan cache per schema, and pickling as a registry lookup.
+
+    Worker processes receive codecs by name, so the caches are never copied across processes.
+    """
+
+    name: str
+    plan_type: Callable[[Schema, str], Any]
+
+    def __init__(self) -> None:
+        self._plans = PlanCache(self.plan_type)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        from thresher.codecs import get_codec
+
+        return get_codec, (self.name,)

@@ -22,7 +22,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from thresher.codecs.base import (
-    PlanCache,
+    PlannedCodec,
     check_image,
     check_int32_bounds,
     checked_int32,
@@ -91,18 +91,11 @@ class _Plan:
         return tail
 
 
-class DatumCodec:
+class DatumCodec(PlannedCodec):
     """Caffe ``Datum`` values; see the module docstring."""
 
     name = "datum"
-
-    def __init__(self) -> None:
-        self._plans = PlanCache(_Plan)
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        from thresher.codecs import get_codec
-
-        return get_codec, (self.name,)
+    plan_type = _Plan
 
     # ------------------------------------------------------------------ schema
 

@@ -28,7 +28,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from thresher.codecs.base import (
-    PlanCache,
+    PlannedCodec,
     as_bytes,
     check_image,
     check_int32_bounds,
@@ -194,18 +194,11 @@ class _Plan:
         return _part(self.int_head + varint(len(vb)), vb)
 
 
-class TensorProtosCodec:
+class TensorProtosCodec(PlannedCodec):
     """Caffe2 ``TensorProtos`` values; see the module docstring."""
 
     name = "tensorprotos"
-
-    def __init__(self) -> None:
-        self._plans = PlanCache(_Plan)
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        from thresher.codecs import get_codec
-
-        return get_codec, (self.name,)
+    plan_type = _Plan
 
     @staticmethod
     def check(schema: Schema, dataset: str | None = None) -> None:
