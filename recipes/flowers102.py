@@ -18,7 +18,7 @@ import numpy as np
 from thresher.archive import Limits, iter_tar
 from thresher.errors import MalformedDataError
 from thresher.matlab import load_mat, save_mat
-from thresher.miniature import write_tar
+from thresher.miniature import drawn_image, write_tar
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
 from thresher.schema import Field, Schema
 
@@ -142,10 +142,14 @@ class Flowers102(Recipe):
         sizes = [(50, 37), (37, 50), (48, 36), (41, 29), (17, 64), (64, 48),
                  (33, 33), (1, 9), (45, 34), (29, 41), (50, 38), (12, 5)]
         grey = {4, 8}
+        count = len(sizes)
+        labels = rng.integers(1, NUM_CLASSES + 1, size=count)
+        labels[0], labels[-1] = 1, NUM_CLASSES  # both ends of the range
         jpegs: dict[int, bytes] = {}
         for image_id, (width, height) in enumerate(sizes, 1):
-            ramp = np.linspace(0, 255, width * height * 3).reshape(height, width, 3)
-            pixels = (ramp + rng.integers(0, 60, size=(height, width, 3))).clip(0, 255).astype(np.uint8)
+            label = int(labels[image_id - 1])
+            petals = (200 - label, 40 + label, 90 + (label * 37) % 160)  # a colour per class: a swap shows
+            pixels = drawn_image(str(label - 1), (height, width), background=petals, noise=20, seed=image_id)
             image = Image.fromarray(pixels, "RGB")
             if image_id in grey:
                 image = image.convert("L")
@@ -153,9 +157,6 @@ class Flowers102(Recipe):
             image.save(buffer, "JPEG", quality=70 + image_id)
             jpegs[image_id] = buffer.getvalue()
 
-        count = len(sizes)
-        labels = rng.integers(1, NUM_CLASSES + 1, size=count)
-        labels[0], labels[-1] = 1, NUM_CLASSES  # both ends of the range
         split_ids = {"trnid": [7, 2, 11], "valid": [12, 5, 1], "tstid": [9, 3, 10, 4, 6, 8]}  # not tar order
 
         members: dict[str, bytes | None] = {"jpg": None}

@@ -126,3 +126,23 @@ def test_make_recipe_target_prepares_into_the_data_root(mirror: Mirror, mirror_s
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "mnist (lmdb datum, GRAY) prepared in" in proc.stdout
     assert (tmp_path / "mnist" / "lmdb" / "train" / "shard-00000" / "data.mdb").is_file()
+
+
+def test_download_fetches_and_verifies_only(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> None:
+    out = run("download", "cifar10", "--root", tmp_path, *network(mirror, mirror_server, "cifar10")).stdout
+    path = tmp_path / "cifar10" / "downloads" / "cifar-10-binary.tar.gz"
+    assert f"{path}  {path.stat().st_size:,} bytes" in out
+    assert path.read_bytes() == mirror.miniatures["cifar10"].files["cifar-10-binary.tar.gz"].read_bytes()
+    assert not (tmp_path / "cifar10" / "lmdb").exists()
+
+
+def test_demo_prepares_every_recipe_in_every_format_and_draws_sheets(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "thresher.demo", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in all_recipes():
+        for fmt in ("lmdb", "minidb", "hdf5"):
+            assert (tmp_path / "datasets" / name / fmt / "manifest.json").is_file()
+        with Image.open(tmp_path / "sheets" / f"{name}-{all_recipes()[name].split_names[0]}.png") as img:
+            assert img.width >= 96
+    assert proc.stdout.count("verify: OK") == 3 * len(all_recipes())

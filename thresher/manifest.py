@@ -114,8 +114,9 @@ class Manifest:
             state = "already prepared, nothing to do"
         else:
             state = f"prepared in {self.run.seconds:.1f} s"
-        codec = f" {self.codec}" if self.codec else ""
-        return (f"{self.recipe} ({self.format}{codec}, {self.channel_order}) {state}: " + "; ".join(parts)
+        details = ", ".join(x for x in (f"{self.format} {self.codec or ''}".strip(),
+                                        self.channel_order if self.channel_order != "NONE" else "") if x)
+        return (f"{self.recipe} ({details}) {state}: " + "; ".join(parts)
                 + f". Output: {self.directory}")
 
     def to_json(self) -> dict[str, Any]:

@@ -138,7 +138,9 @@ def choose_codec(recipe: Recipe, storage: StorageFormat, schema: Schema, codec: 
 def pixel_order(recipe: Recipe, schema: Schema, options: ConvertOptions) -> str:
     """Channel order of stored raw pixels: the Caffe tool's for this data unless asked otherwise."""
     images = schema.of_kind("image")
-    if images and images[0].shape is not None and images[0].shape[2] == 1:
+    if not images:
+        return "NONE"
+    if images[0].shape is not None and images[0].shape[2] == 1:
         return "GRAY"
     return options.channel_order or recipe.channel_order
 

@@ -154,8 +154,8 @@ class Hdf5Writer(ShardWriter):
         self.datasets: dict[str, h5py.Dataset] = {}
         for f in context.schema:
             dtype, shape = _dtype_and_shape(f)
-            row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else 64
-            chunk_rows = max(1, CHUNK_BYTES // max(row_bytes, 1))
+            row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else 16
+            chunk_rows = max(1, min(CHUNK_BYTES // row_bytes, FLUSH_ROWS))
             ds = self.file.create_dataset(
                 dataset_name(f), shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                 chunks=(chunk_rows, *shape), track_times=False,
