@@ -409,3 +409,109 @@ def test_disk_space_is_checked_before_converting(mirror: Mirror, mirror_server: 
     with pytest.raises(DiskSpaceError, match=r"needs about .* but only 10 B is free"):
         thresher.prepare("mnist", root=tmp_path, format="minidb", **prepare_kwargs(mirror, mirror_server, "mnist"))
     assert np.all([not p.name.endswith(".minidb") for p in (tmp_path / "mnist").rglob("*")])
+
+
+@scenario("trust", "an upstream file changed after its checksum was recorded (nothing published)",
+          "refused with both hashes and what to do; `thresher checksums NAME --update` is the explicit way to "
+          "accept it, after which prepare uses the new file",
+          "the changed AN4 archive is refused and kept as .corrupt; `checksums --update` records it; prepare "
+          "then converts the new records")
+def test_changed_upstream_file_is_refused_until_accepted(mirror: Mirror, tmp_path: Path) -> None:
+    from thresher.cli import main
+    from thresher.errors import ChecksumError
+    from thresher.registry import get_recipe
+
+    upstream = tmp_path / "upstream"
+    (upstream / "an4").mkdir(parents=True)
+    archive = upstream / "an4" / "an4_raw.bigendian.tar.gz"
+    archive.write_bytes(mirror.miniatures["an4"].files["an4_raw.bigendian.tar.gz"].read_bytes())
+    with LoopbackServer(upstream, name="upstream") as srv:
+        common = {"root": tmp_path / "data", "mirror": srv.url, "offline": True, "progress": False}
+        first = thresher.prepare("an4", **common)  # no checksum published: recorded now
+        recorded = (tmp_path / "data/an4/downloads/checksums.tsv").read_text()
+        assert "an4_raw.bigendian.tar.gz" in recorded
+
+        changed = get_recipe("an4").write_miniature(tmp_path)  # same layout, different bytes
+        shorter = {name: path.read_bytes() for name, path in changed.files.items()}
+        from thresher.archive import iter_tar
+        from thresher.miniature import write_tar
+
+        members = {m.name: m.read() for m in iter_tar(changed.files["an4_raw.bigendian.tar.gz"])}
+        members["an4/etc/an4_test.fileids"] = b"\n".join(members["an4/etc/an4_test.fileids"].splitlines()[:2]) + b"\n"
+        members["an4/etc/an4_test.transcription"] = (
+            b"\n".join(members["an4/etc/an4_test.transcription"].splitlines()[:2]) + b"\n")
+        write_tar(archive, members, compression="gz")
+        assert archive.read_bytes() != shorter["an4_raw.bigendian.tar.gz"]
+        (tmp_path / "data/an4/downloads/an4_raw.bigendian.tar.gz").unlink()  # e.g. a fresh machine
+        with pytest.raises(ChecksumError, match=r"thresher checksums an4 --update"):
+            thresher.prepare("an4", **common)
+        assert main(["checksums", "an4", "--root", str(tmp_path / "data"), "--update"]) == 0
+        assert (tmp_path / "data/an4/downloads/checksums.tsv").read_text() != recorded
+        second = thresher.prepare("an4", **common)
+    assert (first.splits["test"].records, second.splits["test"].records) == (3, 2)
+
+
+@scenario("13", "a transcript line that does not parse (AN4)",
+          "an error naming the archive member and line; with --skip-bad the utterance is skipped and counted",
+          "MalformedDataError names `an4/etc/an4_train.transcription line 2`; skip-bad keeps the other utterances")
+def test_bad_transcript_line_is_named_and_skippable(mirror: Mirror, tmp_path: Path) -> None:
+    from thresher.archive import iter_tar
+    from thresher.miniature import write_tar
+
+    archive = mirror.miniatures["an4"].files["an4_raw.bigendian.tar.gz"]
+    members = {m.name: m.read() for m in iter_tar(archive)}
+    lines = members["an4/etc/an4_train.transcription"].splitlines()
+    lines[1] = b"ENTER FOUR FIVE without its markers"
+    members["an4/etc/an4_train.transcription"] = b"\n".join(lines) + b"\n"
+    broken = write_tar(tmp_path / "a.tar.gz", members, compression="gz")
+    root, checksums = broken_copy(mirror, tmp_path, "an4", "an4_raw.bigendian.tar.gz", broken.read_bytes())
+    common = {"mirror": root.as_uri(), "offline": True, "checksums": checksums, "progress": False, "splits": ["train"]}
+    with pytest.raises(MalformedDataError, match=r"an4/etc/an4_train.transcription line 2\): .* is not '<s> WORDS"):
+        thresher.prepare("an4", root=tmp_path / "out", **common)
+    result = thresher.prepare("an4", root=tmp_path / "skip", skip_bad=True, **common)
+    want = mirror.miniatures["an4"].records["train"]
+    assert (result.splits["train"].records, result.splits["train"].skipped) == (len(want) - 1, 1)
+    got = thresher.open(result.directory / "train")
+    assert [got[i]["transcript"] for i in range(len(got))] == [r["transcript"] for i, r in enumerate(want) if i != 1]
+
+
+@scenario("manual", "a recipe whose host needs a person (registration, licence)",
+          "one screen: what to download, from where, names, sizes, checksums and the exact directory; "
+          "files placed there are verified and used",
+          "a manual-source recipe raises ManualDownloadRequired with that screen and no network request; "
+          "placing the file makes the same call convert")
+def test_manual_download_recipe_prints_one_screen_then_uses_placed_files(mirror: Mirror, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from thresher import registry
+    from thresher.recipe import Source
+
+    base = registry.get_recipe("cifar10")
+    data = mirror.miniatures["cifar10"].files["cifar-10-binary.tar.gz"].read_bytes()
+    import hashlib
+
+    class ManualCifar(type(base)):  # the same dataset behind a registration page
+        name = "manualcifar"
+        manual_instructions = "Register at https://example.org/register, accept the licence, then download:"
+        sources = (dataclasses.replace(base.sources[0], urls=("https://example.org/files/cifar-10-binary.tar.gz",),
+                                       manual=True, size=len(data), md5=None,
+                                       sha256=hashlib.sha256(data).hexdigest()),)
+
+    recipe = ManualCifar()
+    assert isinstance(recipe.sources[0], Source) and recipe.needs_manual_download
+    monkeypatch.setitem(registry.all_recipes(), "manualcifar", recipe)
+    downloads = tmp_path / "manualcifar" / "downloads"
+    with pytest.raises(ManualDownloadRequired) as info:
+        thresher.prepare("manualcifar", root=tmp_path, progress=False)
+    text = str(info.value)
+    lines = text.splitlines()
+    assert len(lines) <= 24, text
+    assert "must be downloaded by hand" in lines[0] and "Register at https://example.org/register" in text
+    assert f"Put these files in {downloads.absolute()}/" in text
+    assert f"cifar-10-binary.tar.gz  {len(data):,} bytes" in text and hashlib.sha256(data).hexdigest() in text
+    assert "from https://example.org/files/cifar-10-binary.tar.gz" in text
+    downloads.mkdir(parents=True, exist_ok=True)
+    (downloads / "cifar-10-binary.tar.gz").write_bytes(data)
+    result = thresher.prepare("manualcifar", root=tmp_path, progress=False)
+    assert result.splits["test"].records == len(mirror.miniatures["cifar10"].records["test"])

@@ -232,17 +232,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_checksums(args: argparse.Namespace) -> int:
-    from thresher.fetch.downloader import compute_checksums, format_checksums
+    from thresher.fetch.downloader import accept_current_files, compute_checksums, format_checksums
     from thresher.registry import get_recipe
 
     recipe = get_recipe(args.name)
     directory = _downloads(args)
-    rows = compute_checksums(directory, [s.filename for s in recipe.sources])
+    filenames = [s.filename for s in recipe.sources]
     if args.update:
-        from thresher.fetch.checksums import record_checksums
-
-        record_checksums(directory, rows)
-        print(f"thresher: recorded these as the trusted checksums in {directory}", file=sys.stderr)
+        rows = accept_current_files(directory, filenames)
+        print(f"thresher: recorded these as the trusted checksums in {directory / 'checksums.tsv'}",
+              file=sys.stderr)
+    else:
+        rows = compute_checksums(directory, filenames)
     sys.stdout.write(format_checksums(rows))
     return 0
 

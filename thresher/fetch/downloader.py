@@ -40,6 +40,7 @@ from thresher.fetch.checksums import (
     hash_file,
     read_checksums_file,
     read_stamp,
+    record_checksums,
     write_stamp,
 )
 from thresher.fetch.http import RetryPolicy, make_session
@@ -164,6 +165,23 @@ def compute_checksums(download_dir: Path, filenames: Iterable[str]) -> list[tupl
             raise ThresherError(f"{path}: not there, so its checksum cannot be computed; download it first")
         actual = hash_file(path)
         rows.append((filename, actual.size, actual.sha256))
+    return rows
+
+
+def accept_current_files(download_dir: Path, filenames: Iterable[str]) -> list[tuple[str, int, str]]:
+    """Trust the files as they are now: for ``thresher checksums NAME --update``.
+
+    A copy that failed verification waits as ``<file>.corrupt``; accepting a changed upstream
+    file means putting that copy back under its name and recording its checksum.
+    """
+    for filename in filenames:
+        path = Path(download_dir) / filename
+        rejected = path.with_name(path.name + ".corrupt")
+        if not path.is_file() and rejected.is_file():
+            log.warning("accepting %s as %s", rejected, path)
+            os.replace(rejected, path)
+    rows = compute_checksums(download_dir, filenames)
+    record_checksums(download_dir, rows)
     return rows
 
 
@@ -441,18 +459,19 @@ def _all_failed(
             line = format_checksums([(source.filename, bad.actual.size, bad.actual.sha256)]).splitlines()[-1]
             corrupt = dest.with_name(dest.name + ".corrupt")
             lines.append(
-                "Upstream changed the file? If the publisher replaced it on purpose (check their site) and "
-                f"{corrupt} is the file you want: move it to {dest} and run `thresher checksums "
-                f"{ctx.recipe_name} --update` to record its values, or rerun with `--checksums FILE` where "
-                f"FILE holds the line {line!r}. "
+                "Upstream changed the file? If the publisher replaced it on purpose (check their site), "
+                f"accept it with `thresher checksums {ctx.recipe_name} --update` (it puts {corrupt} back "
+                f"as {dest} and records its values), or rerun with `--checksums FILE` where FILE holds "
+                f"the line {line!r}. "
                 "Otherwise a host served a damaged copy: try again later, or use a mirror."
             )
-    if ctx.offline:
-        cls: type[DownloadError] = OfflineError
-    elif ChecksumError in kinds:
-        cls = ChecksumError
+    # The most telling cause wins: bytes that arrived wrong say more than the URLs not tried.
+    if ChecksumError in kinds:
+        cls: type[DownloadError] = ChecksumError
     elif HtmlInsteadOfDataError in kinds:
         cls = HtmlInsteadOfDataError
+    elif ctx.offline:
+        cls = OfflineError
     else:
         cls = DownloadError
     err = cls("\n".join(lines))
