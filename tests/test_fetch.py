@@ -755,7 +755,7 @@ def test_free_space_is_checked_before_downloading(server: LoopbackServer, tmp_pa
     huge = Source("a.bin", (url,), size=2**60, sha256="a" * 64)
     with pytest.raises(DiskSpaceError) as exc:
         fetch(huge, tmp_path)
-    assert str(tmp_path / "dl") in str(exc.value) and str(2**60) in str(exc.value)
+    assert str(tmp_path / "dl") in str(exc.value) and f"{2**60:,} bytes" in str(exc.value)
     assert server.requests == []
 
 

@@ -406,7 +406,7 @@ def test_disk_space_is_checked_before_converting(mirror: Mirror, mirror_server: 
     real = shutil.disk_usage
     thresher.prepare("mnist", root=tmp_path, format="lmdb", **prepare_kwargs(mirror, mirror_server, "mnist"))
     monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(real(p).total, real(p).total, 10))
-    with pytest.raises(DiskSpaceError, match=r"needs about .* but only 10 B is free"):
+    with pytest.raises(DiskSpaceError, match=r"needs about .* but only 10 B \(10 bytes\) is free"):
         thresher.prepare("mnist", root=tmp_path, format="minidb", **prepare_kwargs(mirror, mirror_server, "mnist"))
     assert np.all([not p.name.endswith(".minidb") for p in (tmp_path / "mnist").rglob("*")])
 

@@ -95,12 +95,19 @@ def disk_full_error(path: Path, needed: int | None = None) -> DiskSpaceError:
     )
 
 
-def check_free_space(path: Path, needed: int, what: str) -> None:
-    """Refuse to start work that cannot fit, instead of failing hours into it."""
+def check_free_space(path: Path, needed: int, what: str, hint: str = "free some space") -> None:
+    """Refuse to start work that cannot fit, instead of failing hours into it.
+
+    Measured on ``path`` itself (or its nearest existing parent), so a directory on another
+    mount is judged by that mount.
+    """
+    if needed <= 0:
+        return
     free = shutil.disk_usage(existing_parent(path)).free
     if needed > free:
         raise DiskSpaceError(
-            f"{path}: {what} needs about {human_bytes(needed)} but only {human_bytes(free)} is free"
+            f"{path}: {what} needs about {human_bytes(needed)} ({needed:,} bytes) but only "
+            f"{human_bytes(free)} ({free:,} bytes) is free on that filesystem; {hint}"
         )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
+from thresher.atomic import check_free_space, disk_errors
 from thresher.errors import (
     ChecksumError,
     DiskSpaceError,
@@ -45,8 +46,7 @@ from thresher.fetch.checksums import (
 )
 from thresher.fetch.http import RetryPolicy, make_session
 from thresher.fetch.lock import file_lock
-from thresher.fetch.space import check_free_space
-from thresher.fetch.transfer import PartState, UrlFailed, copy_local, disk_errors, download_to_part
+from thresher.fetch.transfer import PartState, UrlFailed, copy_local, download_to_part
 from thresher.recipe import Source
 
 __all__ = ["compute_checksums", "fetch_sources", "format_checksums"]
@@ -272,7 +272,8 @@ def _check_space(plans: list[tuple[Source, Expected]], ctx: _Context) -> None:
         have = part.stat().st_size if part.exists() else 0
         needed += max(0, expected.size - have)
         count += 1
-    check_free_space(ctx.download_dir, needed, f"downloading {count} file(s) of {ctx.recipe_name}")
+    check_free_space(ctx.download_dir, needed, f"downloading {count} file(s) of {ctx.recipe_name}",
+                     "free some space or choose another --download-dir")
 
 
 # -- one file ----------------------------------------------------------------------------------

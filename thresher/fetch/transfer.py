@@ -33,7 +33,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from thresher.errors import DiskSpaceError, DownloadError, HtmlInsteadOfDataError
+from thresher.atomic import disk_errors
+from thresher.errors import DownloadError, HtmlInsteadOfDataError
 from thresher.fetch import gdrive, sniff
 from thresher.fetch.checksums import CHUNK, Actual, Expected, Hasher
 from thresher.fetch.http import RetryPolicy, is_retryable_status, parse_retry_after
@@ -116,21 +117,6 @@ class PartState:
         if self.etag and not self.etag.startswith("W/"):
             return self.etag
         return self.last_modified
-
-
-@contextlib.contextmanager
-def disk_errors(path: Path) -> Iterator[None]:
-    """Turn "disk full" / "file too large" while writing ``path`` into a DiskSpaceError naming it."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno in _DISK_ERRNOS:
-            raise DiskSpaceError(
-                f"{path}: {e.strerror or 'no space left'} while writing "
-                f"(errno {errno.errorcode.get(e.errno or 0, e.errno)}): the disk is full or a file-size "
-                f"limit was hit; free some space (or raise the limit) and run again"
-            ) from e
-        raise
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
