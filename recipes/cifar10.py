@@ -14,7 +14,7 @@ import numpy as np
 from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.miniature import drawn_image, write_tar
-from thresher.recipe import BadRecord, Miniature, Recipe, Record, Source, Split
+from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
 
 ARCHIVE = "cifar-10-binary.tar.gz"
@@ -59,7 +59,7 @@ class Cifar10(Recipe):
     ))
     channel_order = "RGB"  # convert_cifar_data copies the R, G, B planes as they are
 
-    def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
+    def records(self, split: str, files: Mapping[str, Path]) -> Iterator[RecordBatch]:
         wanted = SPLIT_MEMBERS[split]
         found: dict[str, bytes] = {}
         # Members are few and 30 MB each; keep only this split's, in archive order, then emit in batch order.
@@ -96,16 +96,15 @@ class Cifar10(Recipe):
         return Miniature({ARCHIVE: path}, records)
 
 
-def _batch_records(data: bytes, source: str) -> Iterator[Record | BadRecord]:
+def _batch_records(data: bytes, source: str) -> Iterator[RecordBatch]:
     if len(data) % RECORD_BYTES:
         whole = len(data) // RECORD_BYTES
         raise MalformedDataError(source, f"byte {whole * RECORD_BYTES}",
                                  f"{len(data)} bytes is not a whole number of {RECORD_BYTES}-byte records "
                                  f"(record {whole} is truncated)")
     rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD_BYTES)
-    images = rows[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    for label, image in zip(rows[:, 0].tolist(), images, strict=True):
-        yield {"image": np.ascontiguousarray(image), "label": label}
+    images = rows[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planar RGB to HWC
+    yield RecordBatch({"image": images, "label": rows[:, 0]})
 
 
 RECIPE = Cifar10()

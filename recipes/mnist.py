@@ -11,7 +11,7 @@ from thresher import idx
 from thresher.archive import open_gzip
 from thresher.errors import MalformedDataError
 from thresher.miniature import drawn_image
-from thresher.recipe import BadRecord, Miniature, Recipe, Record, Source, Split
+from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
 
 OFFICIAL = "http://yann.lecun.com/exdb/mnist/"  # answers 403 since 2020 (sources.md); mirrors follow
@@ -57,7 +57,7 @@ class Mnist(Recipe):
     ))
     channel_order = "GRAY"
 
-    def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
+    def records(self, split: str, files: Mapping[str, Path]) -> Iterator[RecordBatch]:
         images_name, labels_name = FILES[split]
         labels = _read_labels(files[labels_name], labels_name)
         # Declared 47 MB uncompressed for train; 16x the compressed size bounds a gzip bomb.
@@ -69,9 +69,8 @@ class Mnist(Recipe):
                                          f"{count} images but {labels_name} has {len(labels)} labels")
             index = 0
             for block in idx.iter_blocks(stream, images_name, (count, rows, cols)):
-                for image in block:
-                    yield {"image": image[:, :, None], "label": int(labels[index])}
-                    index += 1
+                yield RecordBatch({"image": block[:, :, :, None], "label": labels[index:index + len(block)]})
+                index += len(block)
 
     def locate(self, split: str, index: int) -> str:
         return f"{FILES[split][0]} image {index}"

@@ -543,3 +543,24 @@ def test_same_schema_object_with_changing_channel_order():
         assert codec.encode({"image": record["image"][..., ::-1], "label": 1}, schema, "BGR") == rgb
         for value, order in ((rgb, "RGB"), (bgr, "BGR")):
             assert_records_equal(codec.decode(value, schema, order), record)
+
+
+@pytest.mark.parametrize("codec_name", ["datum", "tensorprotos"])
+@pytest.mark.parametrize(("shape", "order"), [((28, 28, 1), "GRAY"), ((32, 32, 3), "RGB"), ((5, 3, 3), "BGR")])
+def test_encode_batch_is_byte_identical_to_encoding_each_record(codec_name: str, shape: tuple, order: str) -> None:
+    rng = np.random.default_rng(7)
+    schema = Schema((Field("image", "image", shape=shape), Field("label", "int", dims=())))
+    images = rng.integers(0, 256, (300, *shape), dtype=np.uint8)
+    labels = np.concatenate([[0, -1, 127, 128, 2**31 - 1, -(2**31)], rng.integers(-5000, 5000, 294)])
+    codec = get_codec(codec_name)
+    batch = codec.encode_batch({"image": images, "label": labels}, schema, order)
+    assert batch == [codec.encode_reference({"image": i, "label": int(v)}, schema, order)
+                     for i, v in zip(images, labels, strict=True)]
+
+
+def test_encode_batch_falls_back_for_other_layouts() -> None:
+    schema = Schema((Field("transcript", "str"), Field("speaker", "int")))
+    codec = get_codec("tensorprotos")
+    columns = {"transcript": ["A B", "ÉTÉ"], "speaker": [3, -4]}
+    assert codec.encode_batch(columns, schema, "NONE") == [
+        codec.encode_reference({"transcript": t, "speaker": s}, schema, "NONE") for t, s in zip(*columns.values(), strict=True)]

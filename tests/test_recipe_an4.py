@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from thresher.convert import validate
 from thresher.errors import MalformedDataError
-from thresher.prepare import validate
 from thresher.recipe import BadRecord, Miniature
 from thresher.recipes.an4 import ARCHIVE, RECIPE
 

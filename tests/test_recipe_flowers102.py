@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from thresher.archive import CorruptArchiveError
+from thresher.convert import validate
 from thresher.errors import MalformedDataError
 from thresher.matlab import save_mat
-from thresher.prepare import validate
 from thresher.recipe import BadRecord, Miniature
 from thresher.recipes.flowers102 import IMAGES, LABELS, RECIPE, SETID, member_name
 

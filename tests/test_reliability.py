@@ -47,14 +47,21 @@ PAUSING_RUN = """
 import os, sys, time
 from thresher.registry import get_recipe
 import thresher
+from thresher.recipe import RecordBatch
 recipe = get_recipe({name!r})
 original = type(recipe).records
+def pieces(item):
+    # batches are cut into one-record batches, so a pause can fall between any two records
+    return [item.slice(i, i + 1) for i in range(len(item))] if isinstance(item, RecordBatch) else [item]
 def pausing(self, split, files):
-    for index, record in enumerate(original(self, split, files)):
-        if split == {split!r} and index == {pause_at}:
-            open({marker!r}, "w").close()
-            time.sleep({sleep})
-        yield record
+    index = 0
+    for item in original(self, split, files):
+        for record in pieces(item):
+            if split == {split!r} and index == {pause_at}:
+                open({marker!r}, "w").close()
+                time.sleep({sleep})
+            yield record
+            index += 1
     if split == {split!r} and {pause_at} == -1:
         open({marker!r}, "w").close()
         time.sleep({sleep})

@@ -7,51 +7,49 @@ and ends with the same bytes as an uninterrupted one. The manifest is written la
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from thresher import __version__, transforms
 from thresher.acquire import download
-from thresher.atomic import check_free_space, place, remove, temporary_name, write_bytes_atomic
+from thresher.atomic import check_free_space, remove
 from thresher.codecs import get_codec
+from thresher.convert import (
+    MAX_SKIP_NOTES,
+    PROGRESS_NAME,
+    EncodePlan,
+    ProgressState,
+    ShardResult,
+    ShardSink,
+    Unit,
+    encode_unit,
+    first_payload,
+    init_worker,
+    records_per_shard,
+    remove_stale_temporaries,
+    remove_unfinished_shards,
+    skip_records,
+    units,
+)
 from thresher.errors import ThresherError, UnsupportedCodecError
 from thresher.executors import ordered_map
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
-from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, ShardEntry, SplitEntry, file_entry
-from thresher.recipe import WHERE, BadRecord, Recipe, Record
+from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry
+from thresher.recipe import Recipe
 from thresher.registry import get_recipe
-from thresher.schema import Field, Schema
+from thresher.schema import Schema
 from thresher.transforms import ConvertOptions
 
 log = logging.getLogger("thresher")
 
 DEFAULT_SHARD_SIZE = 1 << 30
-CHUNK_RECORDS = 256
-MAX_SKIP_NOTES = 100
-PROGRESS_NAME = ".progress.json"
-
-
-@dataclass(frozen=True)
-class EncodePlan:
-    """Everything a worker needs to turn a recipe record into a stored payload."""
-
-    source_schema: Schema
-    schema: Schema
-    options: ConvertOptions
-    codec: str | None
-    channel_order: str
 
 
 def prepare(
@@ -199,42 +197,56 @@ def convert_split(
     skip_bad: bool,
     progress: bool | None,
 ) -> SplitEntry:
+    """Convert one split here, encoding in ``workers`` processes, resuming after finished shards."""
     split_dir = out_dir / split
     split_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(split_dir)
+    remove_stale_temporaries(split_dir)
     state = ProgressState.load(split_dir, manifest.fingerprint)
-    _remove_unfinished_shards(split_dir, storage, state)
-    context = ShardContext(plan.schema, plan.channel_order)
-    consumed_before = sum(s.consumed for s in state.shards)
-    records = itertools.islice(recipe.records(split, files), consumed_before, None)
-    encoded = ordered_map(
-        _encode_chunk, _chunks(records, consumed_before), workers=workers,
-        initializer=_init_worker, initargs=(plan,),
-    )
-    writer_state = _ShardRoll(storage, split_dir, out_dir, context, state, shard_size, manifest.key_format)
-    bar = _progress_bar(recipe, split, progress, sum(s.records for s in state.shards))
-    index = consumed_before
+    remove_unfinished_shards(split_dir, storage, len(state.shards))
+    start = state.consumed
+    stream = skip_records(recipe.records(split, files), start)
+    encoded = ordered_map(encode_unit, units(stream, start), workers=workers,
+                          initializer=init_worker, initargs=(plan,))
+
+    def shard_done(result: ShardResult) -> None:
+        state.shards.append(result.entry)
+        state.skip_notes += result.skip_notes
+        state.save()
+
+    sink = ShardSink(storage, split_dir, out_dir, ShardContext(plan.schema, plan.channel_order),
+                     manifest.key_format, state.records_per_shard, skip_bad=skip_bad,
+                     locate=lambda index: recipe.locate(split, index), on_shard=shard_done)
+    bar = _progress_bar(recipe, split, progress, start)
+    waiting: list[Unit] = []  # units before the first good record, while the shard plan is unknown
     try:
-        for chunk in encoded:
-            for item in chunk:
-                if isinstance(item, BadRecord):
-                    if not item.source:
-                        item = replace(item, source=recipe.locate(split, index))
-                    if not skip_bad:
-                        raise item.error()
-                    writer_state.skip(item)
-                else:
-                    writer_state.append(item)
-                    if bar is not None:
-                        bar.update(1)
-                index += 1
-        writer_state.finish()
+        for unit in encoded:
+            if sink.per_shard is None:
+                waiting.append(unit)
+                payload = first_payload(unit)
+                if payload is None:
+                    continue
+                state.records_per_shard = sink.per_shard = records_per_shard(shard_size, payload)
+            for ready in waiting or [unit]:
+                sink.add(ready)
+                if bar is not None:
+                    bar.update(len(ready))
+            waiting = []
+        if waiting:  # nothing but bad records
+            state.records_per_shard = sink.per_shard = 1
+            for ready in waiting:
+                sink.add(ready)
+        sink.close_shard()
     except BaseException:
-        writer_state.abort()
+        sink.abort()
         raise
     finally:
         if bar is not None:
             bar.close()
+    return split_entry(storage, split_dir, out_dir, state)
+
+
+def split_entry(storage: StorageFormat, split_dir: Path, out_dir: Path, state: ProgressState) -> SplitEntry:
+    """The manifest entry of a finished split, after writing the files derived from its shards."""
     shard_paths = [out_dir / s.path for s in state.shards]
     extra = [p.relative_to(out_dir).as_posix() for p in storage.write_split_files(split_dir, shard_paths)]
     return SplitEntry(
@@ -245,139 +257,6 @@ def convert_split(
     )
 
 
-@dataclass
-class ProgressState:
-    """Finished shards of an interrupted run, kept only if they were made with the same fingerprint."""
-
-    path: Path
-    fingerprint: dict[str, Any]
-    shards: list[ShardEntry] = field(default_factory=list)
-    skip_notes: list[str] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, split_dir: Path, fingerprint: dict[str, Any]) -> ProgressState:
-        import json
-
-        path = split_dir / PROGRESS_NAME
-        state = cls(path, fingerprint)
-        try:
-            data = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return state
-        if data.get("fingerprint") != fingerprint:
-            return state
-        shards = [ShardEntry.from_json(s) for s in data.get("shards", [])]
-        base = split_dir.parent
-        for shard in shards:
-            if not all((base / f.path).is_file() and (base / f.path).stat().st_size == f.bytes for f in shard.files):
-                break
-            state.shards.append(shard)
-        state.skip_notes = list(data.get("skip_notes", []))
-        return state
-
-    def save(self) -> None:
-        import json
-        from dataclasses import asdict
-
-        data = {"fingerprint": self.fingerprint, "shards": [asdict(s) for s in self.shards],
-                "skip_notes": self.skip_notes[:MAX_SKIP_NOTES]}
-        write_bytes_atomic(self.path, json.dumps(data, indent=1).encode())
-
-
-class _ShardRoll:
-    """Feeds payloads to the current shard writer and starts a new shard past the target size."""
-
-    def __init__(self, storage: StorageFormat, split_dir: Path, out_dir: Path, context: ShardContext,
-                 state: ProgressState, shard_size: int, key_format: str) -> None:
-        self.storage = storage
-        self.split_dir = split_dir
-        self.out_dir = out_dir
-        self.context = context
-        self.state = state
-        self.shard_size = shard_size
-        self.key_format = key_format
-        self.next_key = sum(s.records for s in state.shards)
-        self.writer = None
-        self.tmp: Path | None = None
-        self.first_key = ""
-        self.consumed = 0
-        self.skipped = 0
-
-    def _open(self) -> None:
-        final = self.split_dir / self.storage.shard_name(len(self.state.shards))
-        self.tmp = temporary_name(final)
-        remove(self.tmp)
-        self.writer = self.storage.writer(self.tmp, self.context)
-        self.first_key = self.key_format % self.next_key
-        self.consumed = 0
-        self.skipped = 0
-
-    def append(self, payload: Any) -> None:
-        if self.writer is None:
-            self._open()
-        key = (self.key_format % self.next_key).encode()
-        self.writer.append(key, payload)
-        self.next_key += 1
-        self.consumed += 1
-        if self.writer.bytes >= self.shard_size:
-            self._close_shard()
-
-    def skip(self, bad: BadRecord) -> None:
-        if self.writer is None:
-            self._open()
-        self.consumed += 1
-        self.skipped += 1
-        self.state.skip_notes.append(str(bad.error()))
-        log.warning("skipped bad record: %s", bad.error())
-
-    def _close_shard(self) -> None:
-        assert self.writer is not None and self.tmp is not None
-        writer, tmp = self.writer, self.tmp
-        writer.close()
-        final = self.split_dir / self.storage.shard_name(len(self.state.shards))
-        place(tmp, final)
-        shard_files = sorted(p for p in final.rglob("*") if p.is_file()) if final.is_dir() else [final]
-        self.state.shards.append(ShardEntry(
-            path=final.relative_to(self.out_dir).as_posix(), records=writer.records,
-            first_key=self.first_key, consumed=self.consumed, skipped=self.skipped,
-            files=[file_entry(self.out_dir, p) for p in shard_files],
-        ))
-        self.state.save()
-        self.writer = None
-        self.tmp = None
-
-    def finish(self) -> None:
-        if self.writer is not None:
-            self._close_shard()
-
-    def abort(self) -> None:
-        """Best effort after a failure: the original error is what the user must see."""
-        if self.writer is not None:
-            with contextlib.suppress(Exception):
-                self.writer.abort()
-            if self.tmp is not None:
-                remove(self.tmp)
-            self.writer = None
-
-
-def _remove_stale_temporaries(split_dir: Path) -> None:
-    """Temporaries of a killed run (we hold the lock, so no live process owns them)."""
-    for path in split_dir.glob(".*.tmp-*"):
-        remove(path)
-
-
-def _remove_unfinished_shards(split_dir: Path, storage: StorageFormat, state: ProgressState) -> None:
-    keep = {split_dir.parent / s.path for s in state.shards}
-    index = len(state.shards)
-    while True:
-        candidate = split_dir / storage.shard_name(index)
-        if not candidate.exists():
-            break
-        if candidate not in keep:
-            remove(candidate)
-        index += 1
-
-
 def _progress_bar(recipe: Recipe, split: str, progress: bool | None, initial: int) -> Any:
     show = sys.stderr.isatty() if progress is None else progress
     if not show:
@@ -386,86 +265,6 @@ def _progress_bar(recipe: Recipe, split: str, progress: bool | None, initial: in
 
     return tqdm(total=recipe.split(split).num_records, initial=initial, unit="rec",
                 desc=f"{recipe.name}/{split}", leave=False)
-
-
-# -- worker side ------------------------------------------------------------------------------------
-
-_PLAN: EncodePlan | None = None
-_CODEC: Any = None
-
-
-def _init_worker(plan: EncodePlan) -> None:
-    global _PLAN, _CODEC
-    _PLAN = plan
-    _CODEC = get_codec(plan.codec) if plan.codec else None
-
-
-def _chunks(records: Iterator[Record | BadRecord], start: int) -> Iterator[list[tuple[int, Record | BadRecord]]]:
-    index = start
-    while True:
-        chunk = list(itertools.islice(records, CHUNK_RECORDS))
-        if not chunk:
-            return
-        yield list(enumerate(chunk, index))
-        index += len(chunk)
-
-
-def _encode_chunk(chunk: list[tuple[int, Record | BadRecord]]) -> list[Any]:
-    assert _PLAN is not None
-    return [encode_record(_PLAN, _CODEC, index, record) for index, record in chunk]
-
-
-def encode_record(plan: EncodePlan, codec: Any, index: int, record: Record | BadRecord) -> Any:
-    """One record to its stored payload (bytes for codecs, the record for HDF5) or a BadRecord."""
-    if isinstance(record, BadRecord):
-        return record
-    where = record.pop(WHERE, "")
-    problem = validate(record, plan.source_schema, where)
-    if problem is not None:
-        return problem
-    if plan.source_schema != plan.schema:
-        converted = transforms.apply(record, plan.source_schema, plan.schema, plan.options, where)
-        if isinstance(converted, BadRecord):
-            return converted
-        record = converted
-    if codec is None:
-        return record
-    return codec.encode(record, plan.schema, plan.channel_order)
-
-
-def validate(record: Record, schema: Schema, where: str) -> BadRecord | None:
-    """Catch bad values here, with their place named, rather than deep inside a codec."""
-    for f in schema:
-        if f.name not in record:
-            return BadRecord(where, f.name, "field is missing")
-        problem = _field_problem(f, record[f.name])
-        if problem:
-            return BadRecord(where, f.name, problem)
-    return None
-
-
-def _field_problem(f: Field, value: Any) -> str | None:
-    if f.kind == "int":
-        if not isinstance(value, (int, np.integer)):
-            return f"expected an integer, got {type(value).__name__}"
-        if (f.minimum is not None and value < f.minimum) or (f.maximum is not None and value > f.maximum):
-            return f"value {int(value)} is out of range {f.minimum}..{f.maximum}"
-        if not -(2**31) <= int(value) < 2**31:
-            return f"value {int(value)} does not fit int32"
-    elif f.kind == "str":
-        if not isinstance(value, str):
-            return f"expected text, got {type(value).__name__}"
-    elif f.is_encoded:
-        if not isinstance(value, (bytes, bytearray)) or not value:
-            return "expected non-empty encoded bytes"
-    elif f.kind == "image":
-        if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 3:
-            return "expected a uint8 H×W×C array"
-        if f.shape is not None and tuple(value.shape) != f.shape:
-            return f"image shape {tuple(value.shape)} differs from the schema's {f.shape}"
-    elif f.kind == "audio" and (not isinstance(value, np.ndarray) or value.dtype != np.int16 or value.ndim != 1):
-        return "expected a 1-D int16 array"
-    return None
 
 
 def default_workers() -> int:

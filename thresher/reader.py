@@ -63,6 +63,7 @@ class Dataset:
         self._starts = list(np.cumsum([0] + [s.records for s in entry.shards[:-1]])) if entry.shards else []
         self._length = entry.records
         self._codec = get_codec(manifest.codec) if manifest.codec else None
+        self._encoded = [f for f in self.schema if f.is_encoded]
 
     def __len__(self) -> int:
         return self._length
@@ -72,20 +73,25 @@ class Dataset:
         return f"<thresher.Dataset {m.recipe}/{self.split} {m.format} {len(self):,} records {list(self.schema.names)}>"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"dataset indices must be integers, not {type(index).__name__}")
+        if type(index) is not int:
+            if not isinstance(index, (int, np.integer)):
+                raise TypeError(f"dataset indices must be integers, not {type(index).__name__}")
+            index = int(index)
         if index < 0:
             index += self._length
         if not 0 <= index < self._length:
             raise IndexError(f"index {index} out of range for {self._length} records")
-        shard_no = bisect.bisect_right(self._starts, index) - 1
+        if len(self.shards) == 1:
+            shard_no, local = 0, index
+        else:
+            shard_no = bisect.bisect_right(self._starts, index) - 1
+            local = index - int(self._starts[shard_no])
         shard = self.shards[shard_no]
-        local = int(index - self._starts[shard_no])
-        if local >= len(shard):
-            raise CorruptShardError(
-                f"{shard.path}: holds {len(shard)} records but the manifest says {self.manifest.splits[self.split].shards[shard_no].records}"
-            )
-        key, payload = shard.read(local)
+        try:
+            key, payload = shard.read(local)
+        except IndexError:
+            expected = self.manifest.splits[self.split].shards[shard_no].records
+            raise CorruptShardError(f"{shard.path}: holds {len(shard)} records but the manifest says {expected}") from None
         return self._record(shard, local, key, payload)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -101,12 +107,10 @@ class Dataset:
                 raise CorruptShardError(f"{shard.path}: record {local} (key {key.decode(errors='replace')}): {exc}") from exc
         else:
             record = payload
-        return self._decoded(record) if self.decode else record
+        return self._decoded(record) if self.decode and self._encoded else record
 
     def _decoded(self, record: dict[str, Any]) -> dict[str, Any]:
-        for f in self.schema:
-            if not f.is_encoded:
-                continue
+        for f in self._encoded:
             if f.kind == "image":
                 record[f.name] = decode_image(record[f.name], f.shape[2] if f.shape else 3)
             elif f.kind == "audio":
@@ -115,25 +119,67 @@ class Dataset:
 
     def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                 drop_last: bool = False) -> Iterator[dict[str, Any]]:
-        """Dicts of stacked arrays (lists where records differ in shape, and for text)."""
+        """Dicts of stacked arrays (lists where records differ in shape, and for text).
+
+        Records are read and decoded a batch at a time (whole columns where the layout allows),
+        which is what makes this much faster than indexing record by record.
+        """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        if shuffle:
-            order = np.random.default_rng(seed).permutation(self._length)
-            for start in range(0, self._length, batch_size):
-                ids = order[start:start + batch_size]
-                if drop_last and len(ids) < batch_size:
-                    return
-                yield collate([self[int(i)] for i in ids])
-            return
-        batch: list[dict[str, Any]] = []
-        for record in self:
-            batch.append(record)
-            if len(batch) == batch_size:
-                yield collate(batch)
-                batch = []
-        if batch and not drop_last:
-            yield collate(batch)
+        order = np.random.default_rng(seed).permutation(self._length) if shuffle else None
+        for start in range(0, self._length, batch_size):
+            stop = min(start + batch_size, self._length)
+            if drop_last and stop - start < batch_size:
+                return
+            if order is None:
+                yield self.columns(start, stop)
+            else:
+                yield self.take(order[start:stop])
+
+    def columns(self, start: int, stop: int) -> dict[str, Any]:
+        """Records ``start..stop-1`` as a dict of columns."""
+        parts = []
+        while start < stop:
+            shard_no = bisect.bisect_right(self._starts, start) - 1
+            shard, first = self.shards[shard_no], int(self._starts[shard_no])
+            end = min(stop, first + self.manifest.splits[self.split].shards[shard_no].records)
+            parts.append(self._shard_columns(shard, start - first, end - first))
+            start = end
+        return parts[0] if len(parts) == 1 else concatenate(parts)
+
+    def take(self, indices: Any) -> dict[str, Any]:
+        """The records at ``indices`` (in that order) as a dict of columns."""
+        if self._codec is None:
+            return collate([self[int(i)] for i in indices])
+        values = []
+        for index in indices:
+            shard_no = bisect.bisect_right(self._starts, index) - 1
+            values.append(self.shards[shard_no].read(int(index - self._starts[shard_no]))[1])
+        return self._decode_columns(values, f"records of {self.split}")
+
+    def _shard_columns(self, shard: ShardReader, start: int, stop: int) -> dict[str, Any]:
+        if self._codec is None:
+            return self._decoded_columns(shard.columns(start, stop))  # type: ignore[attr-defined]
+        return self._decode_columns(shard.values(start, stop), f"{shard.path} records {start}..{stop - 1}")
+
+    def _decode_columns(self, values: list[Any], where: str) -> dict[str, Any]:
+        try:
+            columns = self._codec.decode_batch(values, self.schema, self.manifest.channel_order)
+        except CorruptShardError as exc:
+            raise CorruptShardError(f"{where}: {exc}") from exc
+        return self._decoded_columns(dict(columns))
+
+    def _decoded_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
+        for f in self.schema:
+            column = columns[f.name]
+            if f.is_encoded and self.decode:
+                decoded = [self._decoded({f.name: v})[f.name] for v in column]
+                columns[f.name] = _stack_if_same(decoded)
+            elif f.kind in ("str",) or (f.is_encoded and not self.decode):
+                columns[f.name] = list(column)
+            elif isinstance(column, np.ndarray) and column.dtype == object:
+                columns[f.name] = _stack_if_same(list(column))
+        return columns
 
     def torch(self) -> Any:
         """A ``torch.utils.data.Dataset`` view (needs the optional ``torch`` extra)."""
@@ -144,6 +190,23 @@ class Dataset:
     def close(self) -> None:
         for shard in self.shards:
             shard.close()
+
+
+def _stack_if_same(arrays: list[Any]) -> Any:
+    if arrays and all(isinstance(a, np.ndarray) and a.shape == arrays[0].shape for a in arrays):
+        return np.stack(arrays)
+    return arrays
+
+
+def concatenate(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Join column dicts of consecutive records (arrays end to end, lists extended)."""
+    out: dict[str, Any] = {}
+    for name, first in parts[0].items():
+        if isinstance(first, np.ndarray) and all(isinstance(p[name], np.ndarray) for p in parts):
+            out[name] = np.concatenate([p[name] for p in parts])
+        else:
+            out[name] = [v for p in parts for v in p[name]]
+    return out
 
 
 def collate(records: list[dict[str, Any]]) -> dict[str, Any]:

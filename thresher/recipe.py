@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from thresher.errors import MalformedDataError
 from thresher.schema import Schema
 
@@ -19,6 +21,29 @@ Record = dict[str, Any]
 # Optional record key naming where a record came from (e.g. "102flowers.tgz:jpg/image_00042.jpg"),
 # for recipes whose records cannot be located from their index alone; removed before encoding.
 WHERE = "__where__"
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    """Consecutive records as columns: each value has the records along its first axis.
+
+    Recipes whose sources are arrays (IDX files, CIFAR batches) yield these so that validation,
+    encoding and HDF5 writing run column-wise instead of once per record.
+    """
+
+    columns: Mapping[str, Any]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def rows(self) -> Iterator[Record]:
+        names = list(self.columns)
+        columns = [c.tolist() if isinstance(c, np.ndarray) and c.ndim == 1 else c for c in self.columns.values()]
+        for values in zip(*columns, strict=True):
+            yield dict(zip(names, values, strict=True))
+
+    def slice(self, start: int, stop: int) -> RecordBatch:
+        return RecordBatch({name: column[start:stop] for name, column in self.columns.items()})
 
 
 @dataclass(frozen=True)
@@ -103,11 +128,11 @@ class Recipe:
     channel_order: ClassVar[str] = "RGB"
     manual_instructions: ClassVar[str] = ""
 
-    def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
+    def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord | RecordBatch]:
         """Yield the records of ``split`` in their fixed order, read from the downloaded files.
 
-        ``files`` maps each source filename to its verified local path. Records are in source
-        form: raw images as uint8 HWC RGB arrays or the published encoded bytes, audio as int16.
+        ``files`` maps each source filename to its verified local path. Consecutive records may
+        come as one :class:`RecordBatch`. Records are in source form: raw images as uint8 HWC RGB arrays or the published encoded bytes, audio as int16.
         A record that cannot be built is yielded as a :class:`BadRecord` naming the member and the
         offset or line; content so broken that nothing after it can be trusted raises
         :class:`thresher.errors.MalformedDataError` instead.

@@ -22,6 +22,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from thresher.codecs.base import (
+    BatchLayout,
     PlannedCodec,
     check_image,
     check_int32_bounds,
@@ -96,6 +97,11 @@ class DatumCodec(PlannedCodec):
 
     name = "datum"
     plan_type = _Plan
+
+    def batch_layout(self, plan: _Plan) -> BatchLayout | None:
+        if plan.shape is None:
+            return None
+        return BatchLayout(plan.image.name, plan.label.name, plan.shape, plan.header(plan.shape), True, plan.tail)
 
     # ------------------------------------------------------------------ schema
 

@@ -28,6 +28,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from thresher.codecs.base import (
+    BatchLayout,
     PlannedCodec,
     as_bytes,
     check_image,
@@ -199,6 +200,11 @@ class TensorProtosCodec(PlannedCodec):
 
     name = "tensorprotos"
     plan_type = _Plan
+
+    def batch_layout(self, plan: _Plan) -> BatchLayout | None:
+        if plan.image is None or plan.label is None:
+            return None
+        return BatchLayout(plan.image.name, plan.label.name, plan.shape, plan.head, False, plan.encoders[1])
 
     @staticmethod
     def check(schema: Schema, dataset: str | None = None) -> None:

@@ -17,6 +17,20 @@ from typing import Any
 from thresher.schema import Schema
 
 
+class _Process:
+    """This process's id, kept current across fork without a system call on every read."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def after_fork(cls) -> None:
+        cls.pid = os.getpid()
+
+
+_process = _Process
+os.register_at_fork(after_in_child=_Process.after_fork)
+
+
 @dataclass(frozen=True)
 class ShardContext:
     """What a writer or reader needs to know beyond the bytes: the schema and pixel layout."""
@@ -39,6 +53,11 @@ class ShardWriter(ABC):
     def append(self, key: bytes, payload: Any) -> None:
         """Add one record; keys arrive in ascending order."""
 
+    def append_batch(self, keys: list[bytes], batch: Any) -> None:
+        """Add records given as columns (a RecordBatch); formats override this to do it column-wise."""
+        for key, record in zip(keys, batch.rows(), strict=True):
+            self.append(key, record)
+
     @abstractmethod
     def close(self) -> None:
         """Flush, sync and close; the shard is then complete at ``self.path``."""
@@ -57,7 +76,7 @@ class ShardReader(ABC):
         self._pid: int | None = None
 
     def _ensure_open(self) -> None:
-        pid = os.getpid()
+        pid = _process.pid
         if self._pid != pid:
             self._open()
             self._pid = pid
@@ -72,6 +91,10 @@ class ShardReader(ABC):
     @abstractmethod
     def read(self, index: int) -> tuple[bytes, Any]:
         """Return (key, payload) of the record at ``index`` within this shard."""
+
+    def values(self, start: int, stop: int) -> list[Any]:
+        """Payloads of records ``start..stop-1`` in order (the bulk path of sequential reading)."""
+        return [payload for _, payload in self.iterate(start, stop)]
 
     def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[bytes, Any]]:
         """Sequential access; formats override this with a faster cursor."""

@@ -9,6 +9,7 @@ open read-only without locking (shards are immutable), and Caffe recreates it if
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,6 +147,15 @@ class LmdbReader(ShardReader):
         if value is None:
             raise CorruptShardError(f"{self.path}: record {index} (key {key.decode(errors='replace')}) is missing")
         return key, value
+
+    def values(self, start: int, stop: int) -> list[Any]:
+        self._ensure_open()
+        if start >= stop:
+            return []
+        with self.txn.cursor() as cursor:
+            if not cursor.set_key(self.keys()[start]):
+                raise CorruptShardError(f"{self.path}: record {start} is missing")
+            return list(itertools.islice(cursor.iternext(keys=False, values=True), stop - start))
 
     def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[bytes, Any]]:
         self._ensure_open()

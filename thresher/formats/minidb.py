@@ -70,6 +70,11 @@ class MinidbReader(ShardReader):
         value_start = key_start + key_len
         return bytes(self.map[key_start:value_start]), bytes(self.map[value_start:value_start + value_len])
 
+    def values(self, start: int, stop: int) -> list[Any]:
+        self._ensure_open()
+        data = self.map
+        return [data[k + kl:k + kl + vl] for k, kl, vl in self.offsets[start:stop]]
+
     def close(self) -> None:
         if self._pid is not None and isinstance(self.map, mmap.mmap):
             self.map.close()
