@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="value encoding for lmdb/minidb (default: datum for image+label, else tensorprotos)")
     p.add_argument("--splits", nargs="+", help="only these splits (default: all)")
     p.add_argument("--workers", type=int, default=1, help="conversion processes (output is the same for any N)")
+    p.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="dask: one task per shard on a Dask cluster (same output as local)")
+    p.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")
     p.add_argument("--shard-size", type=_size, default=None, help="target shard size, e.g. 512M, 1G (default 1G)")
     p.add_argument("--resize", type=_resize, help="HxW: decode and resize images like convert_imageset")
     p.add_argument("--image-encoding", choices=("asis", "raw", "jpeg", "png"), default="asis",
@@ -199,6 +202,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         workers=args.workers, options=options, mirror=args.mirror, offline=args.offline,
         checksums=args.checksums, download_dir=args.download_dir,
         shard_size=args.shard_size or DEFAULT_SHARD_SIZE, skip_bad=args.skip_bad, progress=args.progress,
+        executor=args.executor, scheduler=args.scheduler,
     )
     print(manifest.summary())
     return 0

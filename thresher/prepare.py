@@ -36,6 +36,7 @@ from thresher.convert import (
     skip_records,
     units,
 )
+from thresher.distributed import connect, convert_split_on_cluster
 from thresher.errors import ThresherError, UnsupportedCodecError
 from thresher.executors import ordered_map
 from thresher.fetch.lock import file_lock
@@ -68,12 +69,18 @@ def prepare(
     shard_size: int = DEFAULT_SHARD_SIZE,
     skip_bad: bool = False,
     progress: bool | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
 ) -> Manifest:
     """Download, verify and convert a dataset; return its manifest. Re-running a finished job does nothing.
 
     ``manifest.run`` says whether there was anything to do and how long it took;
-    ``manifest.summary()`` is the one-paragraph report the CLI prints.
+    ``manifest.summary()`` is the one-paragraph report the CLI prints. ``executor="dask"`` runs
+    one task per shard on the Dask cluster at ``scheduler`` (the root must be on a filesystem
+    every worker sees); the output is the same as a local run's, byte for byte.
     """
+    if executor not in ("local", "dask"):
+        raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
     started = time.monotonic()
     recipe = get_recipe(name)
     storage = get_format(format)
@@ -108,11 +115,23 @@ def prepare(
                 return previous
         plan = EncodePlan(recipe.schema, schema, options, codec_name, channel_order)
         check_free_space(out_dir, _estimated_output_bytes(recipe, wanted, files), "the conversion")
-        for split in wanted:
-            manifest.splits[split] = convert_split(
-                recipe, split, files, storage, plan, out_dir, manifest,
-                workers=workers, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
-            )
+        client = connect(scheduler) if executor == "dask" else None
+        try:
+            for split in wanted:
+                if client is None:
+                    manifest.splits[split] = convert_split(
+                        recipe, split, files, storage, plan, out_dir, manifest,
+                        workers=workers, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
+                    )
+                else:
+                    state, split_dir = convert_split_on_cluster(
+                        client, recipe, split, files, storage, plan, out_dir, manifest,
+                        shard_size=shard_size, skip_bad=skip_bad,
+                    )
+                    manifest.splits[split] = split_entry(storage, split_dir, out_dir, state)
+        finally:
+            if client is not None:
+                client.close()
         manifest.write(out_dir)
         for split in wanted:
             remove(out_dir / split / PROGRESS_NAME)
