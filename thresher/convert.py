@@ -356,7 +356,13 @@ class ShardSink:
             self.writer.append_batch(keys, items.slice(a, b))
             self.consumed += b - a
             return
-        for offset, payload in enumerate(items[a:b]):
+        segment = items[a:b]
+        if not any(isinstance(payload, BadRecord) for payload in segment):
+            fmt = self.key_format
+            self.writer.append_many([(fmt % i).encode() for i in range(index, index + len(segment))], segment)
+            self.consumed += len(segment)
+            return
+        for offset, payload in enumerate(segment):
             if isinstance(payload, BadRecord):
                 self._skip(payload, index + offset)
             else:

@@ -53,6 +53,11 @@ class ShardWriter(ABC):
     def append(self, key: bytes, payload: Any) -> None:
         """Add one record; keys arrive in ascending order."""
 
+    def append_many(self, keys: list[bytes], payloads: list[Any]) -> None:
+        """Add many records at once; formats override this to skip per-record work."""
+        for key, payload in zip(keys, payloads, strict=True):
+            self.append(key, payload)
+
     def append_batch(self, keys: list[bytes], batch: Any) -> None:
         """Add records given as columns (a RecordBatch); formats override this to do it column-wise."""
         for key, record in zip(keys, batch.rows(), strict=True):

@@ -47,6 +47,15 @@ class LmdbWriter(ShardWriter):
         if self.pending_bytes >= COMMIT_BYTES:
             self._commit()
 
+    def append_many(self, keys: list[bytes], payloads: list[Any]) -> None:
+        self.pending.extend(zip(keys, payloads, strict=True))
+        size = sum(map(len, payloads))
+        self.pending_bytes += size + sum(map(len, keys))
+        self.records += len(payloads)
+        self.bytes += size
+        if self.pending_bytes >= COMMIT_BYTES:
+            self._commit()
+
     def _commit(self) -> None:
         if not self.pending:
             return

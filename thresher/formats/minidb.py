@@ -41,6 +41,15 @@ class MinidbWriter(ShardWriter):
         self.records += 1
         self.bytes += len(payload)
 
+    def append_many(self, keys: list[bytes], payloads: list[Any]) -> None:
+        if not all(keys) or not all(payloads):
+            raise ValueError("MiniDB readers reject empty keys and values")
+        frames = b"".join(b"".join((HEADER.pack(len(k), len(v)), k, v)) for k, v in zip(keys, payloads, strict=True))
+        with disk_errors(self.path, len(frames)):
+            self.file.write(frames)
+        self.records += len(payloads)
+        self.bytes += sum(map(len, payloads))
+
     def close(self) -> None:
         with disk_errors(self.path):
             self.file.flush()
