@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from thresher.atomic import human_bytes
@@ -154,7 +155,7 @@ def info_text(recipe) -> str:  # noqa: ANN001 - a Recipe
     lines = [
         f"{recipe.name} {recipe.version}: {recipe.title}",
         "",
-        recipe.description,
+        textwrap.fill(recipe.description, 100),
         "",
         f"homepage: {recipe.homepage}",
         f"license:  {recipe.license}",
@@ -176,7 +177,8 @@ def info_text(recipe) -> str:  # noqa: ANN001 - a Recipe
         lines.append(f"    checksums from: {s.checksum_source}")
         for url in s.urls:
             lines.append(f"    {url}")
-    lines += ["", "citation:", recipe.citation or "  (none given by the publisher)"]
+    citation = "\n".join(textwrap.fill(entry, 100, subsequent_indent="    ") for entry in recipe.citation.splitlines())
+    lines += ["", "citation:", citation or "  (none given by the publisher)"]
     return "\n".join(lines)
 
 

@@ -80,13 +80,15 @@ class MinidbReader(ShardReader):
         return bytes(self.map[key_start:value_start]), bytes(self.map[value_start:value_start + value_len])
 
     def values(self, start: int, stop: int) -> list[Any]:
+        """Zero-copy views into the mapping; a batch decoder joins them once."""
         self._ensure_open()
-        data = self.map
-        return [data[k + kl:k + kl + vl] for k, kl, vl in self.offsets[start:stop]]
+        view = memoryview(self.map)
+        return [view[k + kl:k + kl + vl] for k, kl, vl in self.offsets[start:stop]]
 
     def close(self) -> None:
         if self._pid is not None and isinstance(self.map, mmap.mmap):
-            self.map.close()
+            with contextlib.suppress(BufferError):  # views still held by a caller keep it mapped
+                self.map.close()
         super().close()
 
 
