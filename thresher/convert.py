@@ -30,6 +30,7 @@ from thresher.transforms import ConvertOptions
 log = logging.getLogger("thresher")
 
 CHUNK_RECORDS = 256  # records per unit of work when records come one by one
+TRANSFORM_CHUNK_RECORDS = 16  # ... and when each needs decoding or resizing: small units balance workers
 MAX_SKIP_NOTES = 100
 PROGRESS_NAME = ".progress.json"
 
@@ -59,8 +60,13 @@ class Unit:
 # -- reading records into units ---------------------------------------------------------------------
 
 
-def units(records: Iterable[Record | BadRecord | RecordBatch], start: int = 0) -> Iterator[Unit]:
-    """Group a recipe's output into units of work, keeping batches whole."""
+def unit_size(plan: EncodePlan) -> int:
+    return CHUNK_RECORDS if plan.source_schema == plan.schema else TRANSFORM_CHUNK_RECORDS
+
+
+def units(records: Iterable[Record | BadRecord | RecordBatch], start: int = 0,
+          size: int = CHUNK_RECORDS) -> Iterator[Unit]:
+    """Group a recipe's output into units of ``size`` records, keeping batches whole."""
     index = start
     pending: list[Any] = []
     for item in records:
@@ -73,7 +79,7 @@ def units(records: Iterable[Record | BadRecord | RecordBatch], start: int = 0) -
             index += len(item)
         else:
             pending.append(item)
-            if len(pending) >= CHUNK_RECORDS:
+            if len(pending) >= size:
                 yield Unit(index, pending)
                 index += len(pending)
                 pending = []

@@ -34,11 +34,12 @@ from thresher.convert import (
     remove_stale_temporaries,
     remove_unfinished_shards,
     skip_records,
+    unit_size,
     units,
 )
 from thresher.distributed import connect, convert_split_on_cluster
 from thresher.errors import ThresherError, UnsupportedCodecError
-from thresher.executors import ordered_map
+from thresher.executors import OrderedPool
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
@@ -116,12 +117,13 @@ def prepare(
         plan = EncodePlan(recipe.schema, schema, options, codec_name, channel_order)
         check_free_space(out_dir, _estimated_output_bytes(recipe, wanted, files), "the conversion")
         client = connect(scheduler) if executor == "dask" else None
+        encoders = OrderedPool(encode_unit, workers, init_worker, (plan,)) if client is None else None
         try:
             for split in wanted:
-                if client is None:
+                if encoders is not None:
                     manifest.splits[split] = convert_split(
                         recipe, split, files, storage, plan, out_dir, manifest,
-                        workers=workers, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
+                        encoders=encoders, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
                     )
                 else:
                     state, split_dir = convert_split_on_cluster(
@@ -129,9 +131,15 @@ def prepare(
                         shard_size=shard_size, skip_bad=skip_bad,
                     )
                     manifest.splits[split] = split_entry(storage, split_dir, out_dir, state)
+        except BaseException:
+            if encoders is not None:
+                encoders.terminate()
+            raise
         finally:
             if client is not None:
                 client.close()
+            if encoders is not None:
+                encoders.close()
         manifest.write(out_dir)
         for split in wanted:
             remove(out_dir / split / PROGRESS_NAME)
@@ -211,12 +219,12 @@ def convert_split(
     out_dir: Path,
     manifest: Manifest,
     *,
-    workers: int,
+    encoders: OrderedPool,
     shard_size: int,
     skip_bad: bool,
     progress: bool | None,
 ) -> SplitEntry:
-    """Convert one split here, encoding in ``workers`` processes, resuming after finished shards."""
+    """Convert one split here, encoding with ``encoders``, resuming after finished shards."""
     split_dir = out_dir / split
     split_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(split_dir)
@@ -224,8 +232,7 @@ def convert_split(
     remove_unfinished_shards(split_dir, storage, len(state.shards))
     start = state.consumed
     stream = skip_records(recipe.records(split, files), start)
-    encoded = ordered_map(encode_unit, units(stream, start), workers=workers,
-                          initializer=init_worker, initargs=(plan,))
+    encoded = encoders.map(units(stream, start, unit_size(plan)))
 
     def shard_done(result: ShardResult) -> None:
         state.shards.append(result.entry)
