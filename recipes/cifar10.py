@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,14 +60,35 @@ class Cifar10(Recipe):
     ))
     channel_order = "RGB"  # convert_cifar_data copies the R, G, B planes as they are
 
+    def __init__(self) -> None:
+        self._kept: dict[tuple[Any, ...], bytes] = {}  # the test batch, met while reading for train
+
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[RecordBatch]:
+        """Batches in batch order, from one pass over the gzip'd tar for the whole dataset.
+
+        Both splits sit in one gzip stream, so reading it once per split would inflate it twice.
+        The train pass therefore keeps the test batch (30 MB) when it passes it, and the test
+        split is served from it. Batches are yielded as soon as all before them are out.
+        """
+        archive = files[ARCHIVE]
+        identity = (str(archive), archive.stat().st_size, archive.stat().st_mtime_ns)
         wanted = SPLIT_MEMBERS[split]
-        found: dict[str, bytes] = {}
-        # Members are few and 30 MB each; keep only this split's, in archive order, then emit in batch order.
-        for member in iter_tar(files[ARCHIVE]):
-            if member.name in wanted:
-                found[member.name] = member.read()
-        for name in wanted:
+        keep = set(SPLIT_MEMBERS["test"]) if split == "train" else set()
+        found = {name: self._kept.pop((*identity, name)) for name in wanted if (*identity, name) in self._kept}
+        position = 0
+        if len(found) < len(wanted):
+            for member in iter_tar(archive):
+                if member.name in wanted:
+                    found[member.name] = member.read()
+                elif member.name in keep:
+                    self._kept[(*identity, member.name)] = member.read()
+                while position < len(wanted) and wanted[position] in found:
+                    name = wanted[position]
+                    yield from _batch_records(found.pop(name), f"{ARCHIVE}:{name}")
+                    position += 1
+                if position == len(wanted) and not keep - {k[-1] for k in self._kept}:
+                    break
+        for name in wanted[position:]:
             if name not in found:
                 raise MalformedDataError(ARCHIVE, name, "member is missing from the archive")
             yield from _batch_records(found.pop(name), f"{ARCHIVE}:{name}")

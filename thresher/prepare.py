@@ -40,10 +40,11 @@ from thresher.convert import (
 from thresher.distributed import connect, convert_split_on_cluster
 from thresher.errors import ThresherError, UnsupportedCodecError
 from thresher.executors import OrderedPool
+from thresher.fetch.checksums import read_stamp
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
-from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry
+from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry, sha256_file
 from thresher.recipe import Recipe
 from thresher.registry import get_recipe
 from thresher.schema import Schema
@@ -181,9 +182,10 @@ def key_format(recipe: Recipe, splits: Iterable[str]) -> str:
 
 
 def source_entry(filename: str, path: Path) -> dict[str, Any]:
-    from thresher.manifest import sha256_file
-
-    return {"filename": filename, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    """Size and sha256 of a source for the manifest; the download's verification stamp saves a re-read."""
+    stamp = read_stamp(path)
+    digest = stamp.sha256 if stamp is not None else sha256_file(path)
+    return {"filename": filename, "bytes": path.stat().st_size, "sha256": digest}
 
 
 def _previous_manifest(out_dir: Path) -> Manifest | None:

@@ -239,7 +239,10 @@ class Hdf5Reader(ShardReader):
         if len(set(lengths.values())) > 1:
             raise CorruptShardError(f"{self.path}: datasets disagree on the record count: {lengths}")
         self._length = next(iter(lengths.values()), 0)
-        self._stored_bytes = sum(ds.id.get_storage_size() for ds in self.datasets.values())
+        # What the cache would hold: raw pixels come back as uint8, a quarter of their float32 size.
+        self._cached_bytes = sum(
+            ds.id.get_storage_size() // (4 if f.kind == "image" and not f.is_encoded else 1)
+            for f, ds in zip(self.context.schema, self.datasets.values(), strict=True))
         self._cache: dict[str, Any] | None = None
 
     def __len__(self) -> int:
@@ -265,7 +268,7 @@ class Hdf5Reader(ShardReader):
 
     def read(self, index: int) -> tuple[bytes, Any]:
         self._ensure_open()
-        if self._cache is None and self._stored_bytes <= CACHE_BYTES:
+        if self._cache is None and self._cached_bytes <= CACHE_BYTES:
             # Row-at-a-time HDF5 reads cost ~60 µs each; a shard this size is cheaper held whole,
             # which is also how Caffe's HDF5Data layer reads it.
             columns = self.columns(0, self._length)
