@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class Unit:
 
     start: int
     items: list[Any] | RecordBatch
+    clean: bool = False  # known to hold no BadRecord (encoded column-wise)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -143,7 +145,7 @@ def encode_with(plan: EncodePlan, codec: Any, unit: Unit) -> Unit:
         if plan.source_schema == plan.schema and batch_is_valid(batch, plan.schema):
             if codec is None:
                 return Unit(unit.start, batch)
-            return Unit(unit.start, codec.encode_batch(batch.columns, plan.schema, plan.channel_order))
+            return Unit(unit.start, codec.encode_batch(batch.columns, plan.schema, plan.channel_order), clean=True)
         items: list[Any] = list(batch.rows())  # transforms or a bad row: record by record
     else:
         items = unit.items
@@ -324,16 +326,19 @@ class ShardSink:
 
     def __init__(self, storage: StorageFormat, split_dir: Path, out_dir: Path, context: ShardContext,
                  key_format: str, per_shard: int | None, *, skip_bad: bool,
-                 locate: Any, on_shard: Any = None) -> None:
+                 locate: Any, on_shard: Any = None, background_hashing: bool = False) -> None:
         self.storage = storage
         self.split_dir = split_dir
         self.out_dir = out_dir
         self.context = context
         self.key_format = key_format
+        self.key_bytes = key_format.encode()  # bytes % int: keys without a str round trip
         self.per_shard = per_shard
         self.skip_bad = skip_bad
         self.locate = locate  # index -> "where" for bad records the recipe could not name
-        self.on_shard = on_shard  # called with each finished ShardResult
+        self.on_shard = on_shard  # called with each finished ShardResult, in shard order
+        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="thresher-hash") if background_hashing else None
+        self.hashing: list[Future[ShardResult]] = []
         self.shard: int | None = None
         self.writer: ShardWriter | None = None
         self.tmp: Path | None = None
@@ -358,14 +363,14 @@ class ShardSink:
         assert self.writer is not None
         items = unit.items
         if isinstance(items, RecordBatch):
-            keys = [(self.key_format % i).encode() for i in range(index, index + b - a)]
+            keys = [self.key_bytes % i for i in range(index, index + b - a)]
             self.writer.append_batch(keys, items.slice(a, b))
             self.consumed += b - a
             return
         segment = items[a:b]
-        if not any(isinstance(payload, BadRecord) for payload in segment):
-            fmt = self.key_format
-            self.writer.append_many([(fmt % i).encode() for i in range(index, index + len(segment))], segment)
+        if unit.clean or not any(isinstance(payload, BadRecord) for payload in segment):
+            fmt = self.key_bytes
+            self.writer.append_many([fmt % i for i in range(index, index + len(segment))], segment)
             self.consumed += len(segment)
             return
         for offset, payload in enumerate(segment):
@@ -394,23 +399,43 @@ class ShardSink:
         self.notes = []
 
     def close_shard(self) -> ShardResult | None:
-        """Finish the open shard: sync, rename into place, hash; None if none is open."""
+        """Finish the open shard: sync, rename into place, hash.
+
+        With background hashing the hash (and the progress note) follows in a thread while
+        the next shard is written, and this returns None; :meth:`finish` waits for it.
+        """
         if self.writer is None or self.tmp is None or self.shard is None or self.per_shard is None:
             return None
         writer, tmp = self.writer, self.tmp
         writer.close()
         final = self.split_dir / self.storage.shard_name(self.shard)
         place(tmp, final)
+        entry = ShardEntry(path=final.relative_to(self.out_dir).as_posix(), records=writer.records,
+                           first_key=self.key_format % (self.shard * self.per_shard), consumed=self.consumed,
+                           skipped=self.skipped)
+        notes, self.writer, self.tmp = self.notes, None, None
+        if self.hasher is None:
+            return self._hashed(final, entry, notes)
+        self.hashing.append(self.hasher.submit(self._hashed, final, entry, notes))
+        return None
+
+    def _hashed(self, final: Path, entry: ShardEntry, notes: list[str]) -> ShardResult:
+        """Only a hashed shard counts as finished (a kill before this redoes it)."""
         files = sorted(p for p in final.rglob("*") if p.is_file()) if final.is_dir() else [final]
-        result = ShardResult(ShardEntry(
-            path=final.relative_to(self.out_dir).as_posix(), records=writer.records,
-            first_key=self.key_format % (self.shard * self.per_shard), consumed=self.consumed,
-            skipped=self.skipped, files=[file_entry(self.out_dir, p) for p in files],
-        ), self.notes)
-        self.writer = self.tmp = None
+        entry.files = [file_entry(self.out_dir, p) for p in files]
+        result = ShardResult(entry, notes)
         if self.on_shard is not None:
             self.on_shard(result)
         return result
+
+    def finish(self) -> list[ShardResult]:
+        """Close the open shard and wait for every background hash."""
+        self.close_shard()
+        results = [future.result() for future in self.hashing]
+        self.hashing = []
+        if self.hasher is not None:
+            self.hasher.shutdown()
+        return results
 
     def abort(self) -> None:
         """Best effort after a failure: the original error is what the user must see."""
@@ -422,6 +447,8 @@ class ShardSink:
         if self.tmp is not None:
             remove(self.tmp)
         self.writer = self.tmp = None
+        if self.hasher is not None:
+            self.hasher.shutdown(wait=True)  # finished shards still get recorded
 
 
 def write_shard_from(records: Iterable[Any], sink: ShardSink, plan: EncodePlan, start: int) -> ShardResult | None:

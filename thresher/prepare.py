@@ -243,7 +243,8 @@ def convert_split(
 
     sink = ShardSink(storage, split_dir, out_dir, ShardContext(plan.schema, plan.channel_order),
                      manifest.key_format, state.records_per_shard, skip_bad=skip_bad,
-                     locate=lambda index: recipe.locate(split, index), on_shard=shard_done)
+                     locate=lambda index: recipe.locate(split, index), on_shard=shard_done,
+                     background_hashing=True)
     bar = _progress_bar(recipe, split, progress, start)
     waiting: list[Unit] = []  # units before the first good record, while the shard plan is unknown
     try:
@@ -263,7 +264,7 @@ def convert_split(
             state.records_per_shard = sink.per_shard = 1
             for ready in waiting:
                 sink.add(ready)
-        sink.close_shard()
+        sink.finish()
     except BaseException:
         sink.abort()
         raise

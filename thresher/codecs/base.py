@@ -312,10 +312,26 @@ class PlannedCodec:
                 pixels = np.ascontiguousarray(images).reshape(len(images), -1)
                 tail, head = layout.tail, layout.head
                 labels = np.asarray(columns[layout.label]).tolist()
-                return [b"".join((head, row, tail(label))) for row, label in zip(pixels, labels, strict=True)]
+                tails = [tail(label) for label in labels]
+                if tails and len({len(t) for t in tails}) == 1:  # one row layout: build all values at once
+                    return _fixed_rows(head, pixels, tails)
+                return [b"".join((head, row, t)) for row, t in zip(pixels, tails, strict=True)]
         names = list(columns)
         return [self.encode(dict(zip(names, row, strict=True)), schema, channel_order)
                 for row in zip(*(columns[n] for n in names), strict=True)]
+
+
+def _fixed_rows(head: bytes, pixels: np.ndarray, tails: list[bytes]) -> list[bytes]:
+    """Values of equal length laid out in one array, then cut: no per-value join."""
+    n, width = pixels.shape
+    tail_width = len(tails[0])
+    size = len(head) + width + tail_width
+    table = np.empty((n, size), np.uint8)
+    table[:, : len(head)] = np.frombuffer(head, np.uint8)
+    table[:, len(head) : len(head) + width] = pixels
+    table[:, len(head) + width :] = np.frombuffer(b"".join(tails), np.uint8).reshape(n, tail_width)
+    blob = table.tobytes()
+    return [blob[i : i + size] for i in range(0, n * size, size)]
 
 
 class BatchLayout:
