@@ -14,7 +14,9 @@ import json
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,13 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
+# hashlib releases the GIL on large buffers, so hashing on this thread runs beside the
+# download's receiving and writing instead of after every chunk. One thread for all
+# hashers keeps each hasher's chunks in order and leaks nothing when a hasher is dropped.
+_HASHING = ThreadPoolExecutor(1, thread_name_prefix="thresher-hash")
+_IN_FLIGHT = 8  # chunks queued per hasher before update() waits: bounds memory
+
+
 class Hasher:
     """sha256 (always) and md5 (when a publisher gives only md5) of a byte stream, plus its size."""
 
@@ -35,12 +44,23 @@ class Hasher:
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.size = 0
+        self._pending: deque[Future[None]] = deque()
 
     def update(self, data: bytes | memoryview) -> None:
-        self._sha256.update(data)
+        block = bytes(data) if isinstance(data, memoryview) else data  # the caller may reuse its buffer
+        self.size += len(block)
+        if len(self._pending) >= _IN_FLIGHT:
+            self._pending.popleft().result()
+        self._pending.append(_HASHING.submit(self._digest, block))
+
+    def _digest(self, block: bytes) -> None:
+        self._sha256.update(block)
         if self._md5 is not None:
-            self._md5.update(data)
-        self.size += len(data)
+            self._md5.update(block)
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
 
     def update_from_file(self, path: Path, limit: int | None = None) -> None:
         """Feed the first ``limit`` bytes of ``path`` (all when None): the prefix kept from a resume."""
@@ -55,6 +75,7 @@ class Hasher:
                     remaining -= len(block)
 
     def result(self) -> Actual:
+        self._drain()
         return Actual(
             size=self.size,
             sha256=self._sha256.hexdigest(),
