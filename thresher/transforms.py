@@ -97,17 +97,28 @@ def apply(record: Record, source: Schema, target: Schema, options: ConvertOption
     return out
 
 
-def decode_image(data: bytes, channels: int = 3) -> np.ndarray:
-    """Encoded bytes to a uint8 HWC array (RGB, or one grey channel)."""
+def open_image(data: bytes, channels: int = 3) -> Image.Image:
+    """Encoded bytes to a decoded PIL image in RGB, or grey for one channel."""
     with Image.open(io.BytesIO(data)) as img:
         img.load()
-        converted = img.convert("L" if channels == 1 else "RGB")
-    pixels = np.asarray(converted, dtype=np.uint8)
+        return img.convert("L" if channels == 1 else "RGB")
+
+
+def to_array(img: Image.Image) -> np.ndarray:
+    pixels = np.asarray(img, dtype=np.uint8)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def encode_image(pixels: np.ndarray, encoding: str, quality: int) -> bytes:
-    img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+def from_array(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+
+
+def decode_image(data: bytes, channels: int = 3) -> np.ndarray:
+    """Encoded bytes to a uint8 HWC array (RGB, or one grey channel)."""
+    return to_array(open_image(data, channels))
+
+
+def save_image(img: Image.Image, encoding: str, quality: int) -> bytes:
     buffer = io.BytesIO()
     if encoding == "jpeg":
         img.save(buffer, format="JPEG", quality=quality)
@@ -116,18 +127,22 @@ def encode_image(pixels: np.ndarray, encoding: str, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def encode_image(pixels: np.ndarray, encoding: str, quality: int) -> bytes:
+    return save_image(from_array(pixels), encoding, quality)
+
+
 def _image(value: Any, before: Field, after: Field, options: ConvertOptions) -> Any:
+    """Decode, resize, re-encode, staying in PIL images: every trip through numpy copies the
+    whole picture, and with several workers that memory traffic, not the codec, sets the pace."""
     channels = before.shape[2] if before.shape else 3
-    pixels = decode_image(value, channels) if before.is_encoded else np.asarray(value, dtype=np.uint8)
+    img = open_image(value, channels) if before.is_encoded else from_array(np.asarray(value, dtype=np.uint8))
     if options.resize is not None:
         height, width = options.resize
-        if pixels.shape[:2] != (height, width):
-            img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-            resized = np.asarray(img.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
-            pixels = resized[:, :, None] if resized.ndim == 2 else resized
+        if img.size != (width, height):
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
     if after.is_encoded:
-        return encode_image(pixels, after.encoding, options.jpeg_quality)
-    return np.ascontiguousarray(pixels)
+        return save_image(img, after.encoding, options.jpeg_quality)
+    return np.ascontiguousarray(to_array(img))
 
 
 def _audio(value: Any, record: Record, after: Field) -> Any:
