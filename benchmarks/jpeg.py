@@ -1,0 +1,87 @@
+"""Benchmark 3: JPEG decode + resize + re-encode of Flowers-style photos, one worker against two.
+
+The per-image work (decode 500×375, bilinear resize to 256×256, JPEG encode) is what worker
+processes exist for; on two cores two workers should nearly halve the time. The output must
+not depend on the worker count, so the shard hashes of both manifests are compared.
+Target (issue): speed-up ≥ 1.8× with ``workers=2``; output byte-identical (a hard check).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import thresher
+from benchmarks.common import MB, Table, Target, machine_busy_seconds, number, rate, timed
+from benchmarks.inputs import Workspace
+from benchmarks.profiling import facts, profile
+
+NAME = "jpeg"
+OPTIONS = thresher.ConvertOptions(resize=(256, 256), image_encoding="jpeg")
+TARGET = Target(1.8, at_least=True)
+PROFILED_PHOTOS = 1_000
+
+
+def run(ws: Workspace, quick: bool) -> Table:
+    table = Table(NAME, "JPEG decode + resize to 256×256 + re-encode (Flowers-style), workers=1 vs 2")
+    inputs = ws.flowers()
+    downloads = ws.downloads(inputs)
+    photos = inputs.total_records
+    tar_mb = inputs.files["102flowers.tgz"].stat().st_size / MB
+    runs: dict[int, tuple[float, Any, float]] = {}
+    busy: dict[int, float] = {}
+    for workers in (1, 2):
+        root = ws.fresh(f"flowers-workers{workers}")
+        before, busy_before = os.times(), machine_busy_seconds()
+        seconds, manifest = timed(lambda root=root, workers=workers: thresher.prepare(
+            inputs.recipe, root=root, format="lmdb", workers=workers, options=OPTIONS,
+            download_dir=downloads, **inputs.fetch_options()))
+        after, busy_after = os.times(), machine_busy_seconds()
+        runs[workers] = (seconds, manifest, (after.user - before.user) + (after.system - before.system))
+        busy[workers] = busy_after - busy_before
+    (one, manifest_one, cpu_one), (two, manifest_two, cpu_two) = runs[1], runs[2]
+    table.add(f"workers=1, {photos:,} photos ({tar_mb:,.0f} MB of JPEG)",
+              f"{one:.1f} s · {rate(photos, one, 'img')}", "—", None, "—")
+    table.add(f"workers=2, {photos:,} photos", f"{two:.1f} s · {rate(photos, two, 'img')}",
+              f"workers=1: {one:.1f} s", one / two, f"{number(one / two)}× speed-up", TARGET)
+    hashes_one, hashes_two = _shard_hashes(manifest_one), _shard_hashes(manifest_two)
+    identical = hashes_one == hashes_two
+    row = table.add("output identical for workers=1 and 2", f"{len(hashes_one)} shard files, sha256 "
+                    + ("identical" if identical else "DIFFERENT"), "workers=1 manifest", None, "—")
+    row.target, row.met = "identical", "yes" if identical else "no: shard sha256 differ"
+    if not identical:
+        table.failures.append(f"shard sha256 differ between workers=1 and workers=2: {hashes_one} vs {hashes_two}")
+    for _, manifest, _ in runs.values():
+        shutil.rmtree(manifest.directory.parent.parent, ignore_errors=True)
+    table.notes += [
+        f"`prepare('flowers102', format='lmdb', options=ConvertOptions(resize=(256, 256), image_encoding='jpeg'), "
+        f"workers=N)` of all three splits from sources already in `download_dir`; one timed run each "
+        f"(each takes long enough to be stable). Machine: {os.cpu_count()} logical cores.",
+        "Byte-identity compares the sha256 of every shard file recorded in the two manifests.",
+    ]
+    table.analysis += [
+        f"Main-process CPU time (user + sys, excludes worker processes): workers=1 {cpu_one:.1f} s over "
+        f"{one:.1f} s wall ({cpu_one / one:.0%} of a core); workers=2 {cpu_two:.1f} s over {two:.1f} s wall "
+        f"({cpu_two / two:.0%} of a core).",
+        "",
+        f"Machine-wide busy CPU (all processes, from /proc/stat): workers=1 {busy[1]:.1f} core-seconds "
+        f"({busy[1] / one:.2f} cores on average), workers=2 {busy[2]:.1f} core-seconds ({busy[2] / two:.2f} "
+        f"cores on average), of {os.cpu_count()} cores.",
+        "",
+    ]
+    small = ws.flowers(count=max(10, round(PROFILED_PHOTOS * ws.scale)))
+    profiled_root = ws.fresh("flowers-profile")
+    _, stats = profile(lambda: thresher.prepare(small.recipe, root=profiled_root, format="lmdb", workers=1,
+                                                options=OPTIONS, download_dir=ws.downloads(small),
+                                                **small.fetch_options()))
+    table.analysis += facts(f"workers=1 on a {small.total_records:,}-photo subset, one un-timed `prepare`", stats)
+    shutil.rmtree(profiled_root, ignore_errors=True)
+    ws.discard(small)
+    ws.discard(inputs)  # no other benchmark needs the photos
+    return table
+
+
+def _shard_hashes(manifest: Any) -> list[tuple[str, str]]:
+    return [(f.path, f.sha256) for split in sorted(manifest.splits)
+            for shard in manifest.splits[split].shards for f in shard.files]
