@@ -158,11 +158,28 @@ def _truncate(part: Path) -> None:
     PartState.remove(part)
 
 
+WRITEBACK_EVERY = 64 << 20
+
+
 def _write_chunk(f: BinaryIO, part: Path, data: bytes, hasher: Hasher, bar: _Progress) -> None:
     with disk_errors(part):
+        before = f.tell()
         f.write(data)
+        if (before + len(data)) // WRITEBACK_EVERY != before // WRITEBACK_EVERY:
+            _start_writeback(f)
     hasher.update(data)
     bar.update(len(data))
+
+
+def _start_writeback(f: BinaryIO) -> None:
+    """Let the kernel start writing what has arrived, so the fsync before placing the file
+    waits for the last few megabytes instead of the whole download (Linux; elsewhere a no-op)."""
+    sync_range = getattr(os, "sync_file_range", None)
+    if sync_range is None:
+        return
+    f.flush()
+    with contextlib.suppress(OSError):
+        sync_range(f.fileno(), 0, 0, os.SYNC_FILE_RANGE_WRITE)
 
 
 class _Attempt:
