@@ -313,6 +313,10 @@ def _one_request(session: requests.Session, s: _UrlState, bar: _Progress) -> str
         resp = session.get(
             s.url, headers=headers, stream=True, timeout=s.policy.timeout, allow_redirects=True
         )
+    except requests.exceptions.SSLError as e:
+        # Not transient: retrying an untrusted certificate only delays the answer.
+        raise UrlFailed(s.url, f"TLS certificate not trusted ({_describe_exception(e)}); for a private CA "
+                               "set REQUESTS_CA_BUNDLE to its certificate file") from None
     except requests.RequestException as e:
         s.failures += 1
         s.last_reason = _describe_exception(e)
