@@ -57,6 +57,7 @@ def _fail_once_per_shard(marker_dir: str) -> None:
     from thresher import convert
 
     original = convert.ShardSink.close_shard
+    convert.ShardSink.unpatched_close_shard = original
 
     def flaky(self):  # noqa: ANN001, ANN202
         marker = Path(marker_dir) / f"{self.split_dir.name}-{self.shard}"
@@ -72,6 +73,12 @@ def _fail_once_per_shard(marker_dir: str) -> None:
     convert.ShardSink.close_shard = flaky
 
 
+def _restore() -> None:
+    from thresher import convert
+
+    convert.ShardSink.close_shard = convert.ShardSink.unpatched_close_shard
+
+
 def test_a_failed_task_is_retried_and_leaves_no_partial_shard(cluster, mirror: Mirror, mirror_server: LoopbackServer,
                                                              tmp_path: Path) -> None:
     kwargs = {**common(mirror, mirror_server, "mnist"), "format": "minidb", "shard_size": 2000}
@@ -85,7 +92,7 @@ def test_a_failed_task_is_retried_and_leaves_no_partial_shard(cluster, mirror: M
             remote = thresher.prepare("mnist", root=tmp_path / "cluster", executor="dask",
                                       scheduler=cluster.scheduler_address, **kwargs)
         finally:
-            client.restart()  # workers come back without the injected fault
+            client.run(_restore)  # the workers go on without the injected fault
     assert sorted(p.name for p in markers.iterdir()) == ["test-1", "train-1"]  # each failed once
     assert tree_bytes(remote.directory) == tree_bytes(local.directory)
     assert not [p for p in remote.directory.rglob(".*tmp-*")]

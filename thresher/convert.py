@@ -409,23 +409,31 @@ class ShardSink:
         writer, tmp = self.writer, self.tmp
         writer.close()
         final = self.split_dir / self.storage.shard_name(self.shard)
-        place(tmp, final)
         entry = ShardEntry(path=final.relative_to(self.out_dir).as_posix(), records=writer.records,
                            first_key=self.key_format % (self.shard * self.per_shard), consumed=self.consumed,
                            skipped=self.skipped)
         notes, self.writer, self.tmp = self.notes, None, None
         if self.hasher is None:
-            return self._hashed(final, entry, notes)
-        self.hashing.append(self.hasher.submit(self._hashed, final, entry, notes))
+            return self._finished(tmp, final, entry, notes)
+        self.hashing.append(self.hasher.submit(self._finished, tmp, final, entry, notes))
         return None
 
-    def _hashed(self, final: Path, entry: ShardEntry, notes: list[str]) -> ShardResult:
-        """Only a hashed shard counts as finished (a kill before this redoes it)."""
-        files = sorted(p for p in final.rglob("*") if p.is_file()) if final.is_dir() else [final]
-        entry.files = [file_entry(self.out_dir, p) for p in files]
+    def _finished(self, tmp: Path, final: Path, entry: ShardEntry, notes: list[str]) -> ShardResult:
+        """Hash the complete shard, note it as finished, then give it its final name.
+
+        In this order a shard under its final name is always recorded. A kill between the note
+        and the rename leaves a note whose file is missing: the next run stops trusting notes
+        there, removes the temporary and writes that shard again.
+        """
+        files = sorted(p for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else [tmp]
+        hashed = [file_entry(self.out_dir, p) for p in files]
+        for f, p in zip(hashed, files, strict=True):
+            f.path = (final / p.relative_to(tmp) if tmp.is_dir() else final).relative_to(self.out_dir).as_posix()
+        entry.files = hashed
         result = ShardResult(entry, notes)
         if self.on_shard is not None:
             self.on_shard(result)
+        place(tmp, final)
         return result
 
     def finish(self) -> list[ShardResult]:

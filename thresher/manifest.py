@@ -88,6 +88,7 @@ class Manifest:
     sources: list[dict[str, Any]]
     splits: dict[str, SplitEntry]
     created_by: str = ""
+    shard_size: int = 1 << 30  # the target asked for; shards are planned by record count from it
     directory: Path | None = None  # where it lives; not serialised
     run: RunReport | None = None  # set by prepare(); not serialised
 
@@ -98,6 +99,7 @@ class Manifest:
             "recipe": self.recipe, "recipe_version": self.recipe_version, "format": self.format,
             "codec": self.codec, "channel_order": self.channel_order, "options": self.options,
             "schema": self.schema.to_json(), "sources": self.sources, "key_format": self.key_format,
+            "shard_size": self.shard_size,
         }
 
     def summary(self) -> str:
@@ -129,6 +131,7 @@ class Manifest:
             "channel_order": self.channel_order,
             "layout": self.layout,
             "key_format": self.key_format,
+            "shard_size": self.shard_size,
             "options": self.options,
             "schema": self.schema.to_json(),
             "sources": self.sources,
@@ -154,7 +157,8 @@ class Manifest:
             layout=data["layout"], key_format=data["key_format"], options=data["options"],
             schema=Schema.from_json(data["schema"]), sources=data["sources"],
             splits={k: SplitEntry.from_json(v) for k, v in data["splits"].items()},
-            created_by=data.get("created_by", ""), directory=directory,
+            created_by=data.get("created_by", ""), shard_size=data.get("shard_size", 1 << 30),
+            directory=directory,
         )
 
     @classmethod

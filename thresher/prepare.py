@@ -8,7 +8,6 @@ and ends with the same bytes as an uninterrupted one. The manifest is written la
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -106,7 +105,7 @@ def prepare(
             channel_order=channel_order, layout=pixel_layout(codec_name, storage),
             key_format=key_format(recipe, wanted), options=options.to_json(), schema=schema,
             sources=[source_entry(fn, path) for fn, path in sorted(files.items())],
-            splits={}, created_by=f"thresher {__version__}",
+            splits={}, created_by=f"thresher {__version__}", shard_size=shard_size,
         )
         previous = _previous_manifest(out_dir)
         if previous is not None and previous.fingerprint == manifest.fingerprint:
@@ -294,7 +293,3 @@ def _progress_bar(recipe: Recipe, split: str, progress: bool | None, initial: in
 
     return tqdm(total=recipe.split(split).num_records, initial=initial, unit="rec",
                 desc=f"{recipe.name}/{split}", leave=False)
-
-
-def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
