@@ -298,6 +298,17 @@ class ProgressState:
         return sum(s.consumed for s in self.shards)
 
 
+def resume_split(out_dir: Path, split: str, storage: StorageFormat, fingerprint: dict[str, Any]
+                 ) -> tuple[Path, ProgressState]:
+    """Ready a split directory: drop what a killed run left half done, keep its finished shards."""
+    split_dir = out_dir / split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(split_dir)
+    state = ProgressState.load(split_dir, fingerprint)
+    remove_unfinished_shards(split_dir, storage, len(state.shards))
+    return split_dir, state
+
+
 def remove_stale_temporaries(split_dir: Path) -> None:
     """Temporaries of a killed run (the caller holds the lock, so no live process owns them)."""
     for path in split_dir.glob(".*.tmp-*"):

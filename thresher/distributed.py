@@ -25,7 +25,7 @@ from thresher.convert import (
     first_payload,
     records_per_shard,
     remove_stale_temporaries,
-    remove_unfinished_shards,
+    resume_split,
     skip_records,
     take_records,
     units,
@@ -108,11 +108,7 @@ def convert_split_on_cluster(
     """Run the shard tasks of one split; resumes after shards a previous run finished."""
     from distributed import as_completed
 
-    split_dir = out_dir / split
-    split_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(split_dir)
-    state = ProgressState.load(split_dir, manifest.fingerprint)
-    remove_unfinished_shards(split_dir, storage, len(state.shards))
+    split_dir, state = resume_split(out_dir, split, storage, manifest.fingerprint)
     per_shard = state.records_per_shard or plan_records_per_shard(recipe, split, files, plan, shard_size)
     state.records_per_shard = per_shard
     task = ShardTask(recipe.name, split, {k: str(v) for k, v in files.items()}, storage.name, plan, str(out_dir),

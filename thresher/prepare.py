@@ -30,8 +30,7 @@ from thresher.convert import (
     first_payload,
     init_worker,
     records_per_shard,
-    remove_stale_temporaries,
-    remove_unfinished_shards,
+    resume_split,
     skip_records,
     unit_size,
     units,
@@ -226,11 +225,7 @@ def convert_split(
     progress: bool | None,
 ) -> SplitEntry:
     """Convert one split here, encoding with ``encoders``, resuming after finished shards."""
-    split_dir = out_dir / split
-    split_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(split_dir)
-    state = ProgressState.load(split_dir, manifest.fingerprint)
-    remove_unfinished_shards(split_dir, storage, len(state.shards))
+    split_dir, state = resume_split(out_dir, split, storage, manifest.fingerprint)
     start = state.consumed
     stream = skip_records(recipe.records(split, files), start)
     encoded = encoders.map(units(stream, start, unit_size(plan)))
