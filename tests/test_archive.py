@@ -456,3 +456,21 @@ def test_describe_head() -> None:
     assert "HTML" in describe_head(b"  \n<html><body>")
     assert describe_head(b"\x1f\x8b\x08") == "is gzip data"
     assert "bytes 00 01 02" in describe_head(bytes(range(40)))
+
+
+def test_gzip_stream_follows_members_and_ignores_zero_padding(tmp_path: Path) -> None:
+    """Concatenated gzip members are one stream (as gzip(1) writes them); zero padding after the
+    last member is ignored; anything else after it is an error naming the archive."""
+    import gzip as gz
+
+    payload = os.urandom(3 << 20)  # several 1 MiB inflate blocks
+    tar_bytes = make_tar(tmp_path / "inner.tar", {"a.bin": payload, "b.txt": b"hello"}, "w").read_bytes()
+    half = len(tar_bytes) // 2
+    joined = tmp_path / "joined.tar.gz"
+    joined.write_bytes(gz.compress(tar_bytes[:half], mtime=0) + gz.compress(tar_bytes[half:], mtime=0) + b"\0" * 700)
+    assert {m.name: m.read() for m in iter_tar(joined)} == {"a.bin": payload, "b.txt": b"hello"}
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(gz.compress(tar_bytes, mtime=0) + b"not gzip at all")
+    with pytest.raises(MalformedDataError, match="garbage.tar.gz"):
+        for m in iter_tar(garbage):
+            m.read()

@@ -179,3 +179,23 @@ def test_offline_prepare_never_contacts_the_recipe_hosts(mirror: Mirror, mirror_
     run_prepare("mnist", mirror, mirror_server, tmp_path, format="lmdb")
     paths = {r.path for r in mirror_server.requests[before:]}
     assert paths == {f"/mnist/{s.filename}" for s in all_recipes()["mnist"].sources}
+
+
+@pytest.mark.parametrize("name", ["cifar10", "an4"])
+def test_hdf5_reads_agree_with_and_without_the_in_memory_cache(name: str, mirror: Mirror, mirror_server: LoopbackServer,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from thresher.formats import hdf5_format
+
+    result = run_prepare(name, mirror, mirror_server, tmp_path, format="hdf5")
+    split = all_recipes()[name].split_names[0]
+    want = mirror.miniatures[name].records[split]
+    cached = thresher.open(result.directory / split)
+    order = list(reversed(range(len(cached))))
+    from_cache = [cached[i] for i in order]
+    monkeypatch.setattr(hdf5_format, "CACHE_BYTES", 0)  # shards too big to hold: row by row from the file
+    direct = thresher.open(result.directory / split)
+    from_file = [direct[i] for i in order]
+    schema = all_recipes()[name].schema
+    assert_same_records(from_cache, [want[i] for i in order], schema, f"{name} cached")
+    assert_same_records(from_file, [want[i] for i in order], schema, f"{name} from file")
+    assert direct.shards[0]._cache is None
