@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from reliability_matrix import scenario
@@ -77,12 +76,10 @@ def test_disk_full_during_download(server: LoopbackServer, tmp_path: Path) -> No
     data = random.Random(8).randbytes(400_000)
     url = server.put("demo/big.bin", data)
     dl = tmp_path / "dl"
-    start = time.monotonic()
     proc = _spawn(url, dl, data, fsize_limit=150_000)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, (out, err)
     assert "DiskSpaceError" in out
     assert str(dl / "big.bin") in out  # names the file it was writing
     assert not (dl / "big.bin").exists()
-    assert time.monotonic() - start < 30
     assert len(server.hits("/demo/big.bin")) == 1  # a full disk is not a reason to retry or try mirrors

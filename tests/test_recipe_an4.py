@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from thresher.archive import iter_tar
 from thresher.convert import validate
 from thresher.errors import MalformedDataError
 from thresher.recipe import BadRecord, Miniature
@@ -24,8 +25,7 @@ def mini(tmp_path: Path) -> Miniature:
 
 
 def read_tar(path: Path) -> dict[str, bytes]:
-    with tarfile.open(path) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    return {m.name: m.read() for m in iter_tar(path)}
 
 
 def rewrite(mini: Miniature, change: dict[str, bytes | None]) -> dict[str, Path]:

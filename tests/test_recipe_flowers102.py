@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from thresher.archive import CorruptArchiveError
+from thresher.archive import CorruptArchiveError, iter_tar
 from thresher.convert import validate
 from thresher.errors import MalformedDataError
 from thresher.matlab import save_mat
@@ -26,8 +26,7 @@ def mini(tmp_path: Path) -> Miniature:
 
 
 def read_tar(path: Path) -> dict[str, bytes]:
-    with tarfile.open(path) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    return {m.name: m.read() for m in iter_tar(path)}
 
 
 def write_tar(path: Path, members: dict[str, bytes]) -> None:
