@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError
+from thresher.readahead import ReadAhead
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -239,7 +240,7 @@ class _Meter(io.RawIOBase):
         if self.ceiling is not None and self.pos > self.ceiling:
             raise UnsafeArchiveError(self.exceeded())
         if self.max_ratio is not None and self.raw is not None:
-            consumed = self.raw.tell()
+            consumed = self.inner.source_position if isinstance(self.inner, ReadAhead) else self.raw.tell()
             if self.pos > self.max_ratio * consumed + _RATIO_GRACE:
                 raise UnsafeArchiveError(
                     f"{self.label}: {self.context or 'start of archive'}: {consumed} compressed bytes "
@@ -315,6 +316,13 @@ class _GzipStream(io.RawIOBase):
 
 
 def _decompressor(raw: BinaryIO, kind: str) -> BinaryIO:
+    """The decompressed bytes of ``raw``, inflated ahead on a thread when ``kind`` is compressed."""
+    if kind in ("gzip", "bz2", "xz"):
+        return ReadAhead(_inflater(raw, kind), position=raw.tell)  # type: ignore[return-value]
+    return raw
+
+
+def _inflater(raw: BinaryIO, kind: str) -> BinaryIO:
     if kind == "gzip":
         return _GzipStream(raw)  # type: ignore[return-value]
     if kind == "bz2":

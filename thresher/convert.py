@@ -410,32 +410,39 @@ class ShardSink:
         self.notes = []
 
     def close_shard(self) -> ShardResult | None:
-        """Finish the open shard: sync, rename into place, hash.
+        """Finish the open shard: sync, hash, rename into place.
 
-        With background hashing the hash (and the progress note) follows in a thread while
-        the next shard is written, and this returns None; :meth:`finish` waits for it.
+        With background hashing, syncing and hashing (and the progress note) follow in a thread
+        while the next shard or split is written, and this returns None; :meth:`finish` waits.
         """
         if self.writer is None or self.tmp is None or self.shard is None or self.per_shard is None:
             return None
         writer, tmp = self.writer, self.tmp
-        writer.close()
+        writer.flush()
         final = self.split_dir / self.storage.shard_name(self.shard)
         entry = ShardEntry(path=final.relative_to(self.out_dir).as_posix(), records=writer.records,
                            first_key=self.key_format % (self.shard * self.per_shard), consumed=self.consumed,
                            skipped=self.skipped)
         notes, self.writer, self.tmp = self.notes, None, None
         if self.hasher is None:
-            return self._finished(tmp, final, entry, notes)
-        self.hashing.append(self.hasher.submit(self._finished, tmp, final, entry, notes))
+            return self._finished(writer, tmp, final, entry, notes)
+        self.hashing.append(self.hasher.submit(self._finished, writer, tmp, final, entry, notes))
         return None
 
-    def _finished(self, tmp: Path, final: Path, entry: ShardEntry, notes: list[str]) -> ShardResult:
-        """Hash the complete shard, note it as finished, then give it its final name.
+    def _finished(self, writer: ShardWriter, tmp: Path, final: Path, entry: ShardEntry,
+                  notes: list[str]) -> ShardResult:
+        """Close (sync) and hash the complete shard, note it as finished, then give it its final name.
 
         In this order a shard under its final name is always recorded. A kill between the note
         and the rename leaves a note whose file is missing: the next run stops trusting notes
         there, removes the temporary and writes that shard again.
         """
+        try:
+            writer.close()
+        except BaseException:
+            writer.abort()
+            remove(tmp)
+            raise
         files = sorted(p for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else [tmp]
         hashed = [file_entry(self.out_dir, p) for p in files]
         for f, p in zip(hashed, files, strict=True):

@@ -117,20 +117,25 @@ def prepare(
         check_free_space(out_dir, _estimated_output_bytes(recipe, wanted, files), "the conversion")
         client = connect(scheduler) if executor == "dask" else None
         encoders = OrderedPool(encode_unit, workers, init_worker, (plan,)) if client is None else None
+        pending: list[tuple[str, PendingSplit]] = []
         try:
             for split in wanted:
                 if encoders is not None:
-                    manifest.splits[split] = convert_split(
+                    pending.append((split, convert_split(
                         recipe, split, files, storage, plan, out_dir, manifest,
                         encoders=encoders, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
-                    )
+                    )))
                 else:
                     state, split_dir = convert_split_on_cluster(
                         client, recipe, split, files, storage, plan, out_dir, manifest,
                         shard_size=shard_size, skip_bad=skip_bad,
                     )
                     manifest.splits[split] = split_entry(storage, split_dir, out_dir, state)
+            for split, converted in pending:
+                manifest.splits[split] = converted.result()
         except BaseException:
+            for _, converted in pending:
+                converted.abandon()
             if encoders is not None:
                 encoders.terminate()
             raise
@@ -223,7 +228,7 @@ def convert_split(
     shard_size: int,
     skip_bad: bool,
     progress: bool | None,
-) -> SplitEntry:
+) -> PendingSplit:
     """Convert one split here, encoding with ``encoders``, resuming after finished shards."""
     split_dir, state = resume_split(out_dir, split, storage, manifest.fingerprint)
     start = state.consumed
@@ -258,14 +263,38 @@ def convert_split(
             state.records_per_shard = sink.per_shard = 1
             for ready in waiting:
                 sink.add(ready)
-        sink.finish()
+        sink.close_shard()
     except BaseException:
         sink.abort()
         raise
     finally:
         if bar is not None:
             bar.close()
-    return split_entry(storage, split_dir, out_dir, state)
+    return PendingSplit(sink, storage, split_dir, out_dir, state)
+
+
+class PendingSplit:
+    """A converted split whose last shard may still be syncing and hashing on a thread.
+
+    ``prepare`` starts the next split before asking for the result, so that tail overlaps
+    with real work instead of ending every split.
+    """
+
+    def __init__(self, sink: ShardSink, storage: StorageFormat, split_dir: Path, out_dir: Path,
+                 state: ProgressState) -> None:
+        self.sink, self.storage, self.split_dir, self.out_dir, self.state = sink, storage, split_dir, out_dir, state
+
+    def result(self) -> SplitEntry:
+        try:
+            self.sink.finish()
+        except BaseException:
+            self.sink.abort()
+            raise
+        return split_entry(self.storage, self.split_dir, self.out_dir, self.state)
+
+    def abandon(self) -> None:
+        """After another split failed: let finished shards be recorded, drop the rest."""
+        self.sink.abort()
 
 
 def split_entry(storage: StorageFormat, split_dir: Path, out_dir: Path, state: ProgressState) -> SplitEntry:

@@ -63,6 +63,13 @@ class ShardWriter(ABC):
         for key, record in zip(keys, batch.rows(), strict=True):
             self.append(key, record)
 
+    def flush(self) -> None:  # noqa: B027 - an optional hook; most formats buffer nothing
+        """Hand buffered records to the format's library; the rest of ``close`` may then run on another thread.
+
+        Formats whose library is slow to call from a second thread (LMDB puts would contend
+        for the GIL record by record) do that work here, on the thread that appended.
+        """
+
     @abstractmethod
     def close(self) -> None:
         """Flush, sync and close; the shard is then complete at ``self.path``."""

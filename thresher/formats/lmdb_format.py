@@ -24,7 +24,7 @@ from thresher.formats.base import ShardContext, ShardReader, ShardWriter, Storag
 MIN_MAP_SIZE = 16 << 20
 # What a failing write surfaces as; MapFullError is handled (the map grows) before this applies.
 LMDB_ERRORS: tuple[type[BaseException], ...] = (lmdb.Error,)
-COMMIT_BYTES = 64 << 20
+COMMIT_BYTES = 16 << 20
 
 
 class LmdbWriter(ShardWriter):
@@ -55,6 +55,9 @@ class LmdbWriter(ShardWriter):
         self.bytes += size
         if self.pending_bytes >= COMMIT_BYTES:
             self._commit()
+
+    def flush(self) -> None:
+        self._commit()
 
     def _commit(self) -> None:
         if not self.pending:
