@@ -17,6 +17,7 @@ import numpy as np
 
 from thresher.archive import Limits, iter_tar
 from thresher.errors import MalformedDataError
+from thresher.extent import Extent, head
 from thresher.matlab import load_mat, save_mat
 from thresher.miniature import drawn_image, write_tar
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
@@ -83,16 +84,16 @@ class Flowers102(Recipe):
         The tar is in image-id order, not split order, and a split's images are spread all
         over it. Each wanted JPEG is held from when the pass reaches it until its turn in the
         split order comes, and yielded (and dropped) as soon as every record before it is out.
-        At worst that holds the whole split's JPEGs (about 250 MB for test), which we accept
-        over the alternatives: extracting to disk costs the same bytes on disk plus a copy,
-        and one pass per record or per batch would read the 345 MB tar many times.
+        The published tar is uncompressed, so what is held and yielded is where each JPEG lies
+        (an ``Extent``): the encoder reads it, in its own process with ``--workers``. Were the
+        tar ever compressed, the bytes themselves would be held (at worst a whole split's).
         """
         variable = SPLIT_VARIABLE[split]
         ids = _vector(load_mat(files[SETID], source=SETID), SETID, variable)
         labels = _vector(load_mat(files[LABELS], source=LABELS), LABELS, "labels")
         plan = [_plan_entry(int(i), labels) for i in _image_ids(ids, variable)]
         uses = Counter(entry for entry in plan if isinstance(entry, str))
-        held: dict[str, bytes] = {}
+        held: dict[str, bytes | Extent] = {}
         position = 0
 
         def ready() -> Iterator[Record | BadRecord]:
@@ -113,7 +114,7 @@ class Flowers102(Recipe):
         yield from ready()
         for member in iter_tar(files[IMAGES], limits=LIMITS):
             if uses.get(member.name):
-                held[member.name] = member.read()
+                held[member.name] = member.extent or member.read()
                 yield from ready()
         # Whatever is left in the plan is missing from the tar (or follows a missing image).
         for entry in plan[position:]:
@@ -125,9 +126,10 @@ class Flowers102(Recipe):
                 yield BadRecord(IMAGES, f"{entry} (image id {_id_of(entry)})",
                                 f"image listed in {SETID} {variable} is missing from the archive")
 
-    def _record(self, name: str, data: bytes, labels: np.ndarray) -> Record | BadRecord:
-        if not data.startswith(b"\xff\xd8"):
-            return BadRecord(IMAGES, name, f"not a JPEG file (starts with {data[:8].hex(' ') or 'nothing'})")
+    def _record(self, name: str, data: bytes | Extent, labels: np.ndarray) -> Record | BadRecord:
+        start = head(data, 8)
+        if not start.startswith(b"\xff\xd8"):
+            return BadRecord(IMAGES, name, f"not a JPEG file (starts with {start.hex(' ') or 'nothing'})")
         label = int(labels[_id_of(name) - 1]) - 1
         return {"image": data, "label": label, WHERE: f"{IMAGES}:{name}"}
 

@@ -26,6 +26,7 @@ from thresher.archive import (
     read_tar_members,
     safe_extract,
     sniff_compression,
+    walking_each_tar_once,
 )
 from thresher.errors import MalformedDataError, UnsafeArchiveError
 
@@ -474,3 +475,73 @@ def test_gzip_stream_follows_members_and_ignores_zero_padding(tmp_path: Path) ->
     with pytest.raises(MalformedDataError, match="garbage.tar.gz"):
         for m in iter_tar(garbage):
             m.read()
+
+
+# -- extents: members of uncompressed tars read later, by any process ---------------------------
+
+
+def test_uncompressed_members_have_extents_readable_after_the_iterator_moved_on(tmp_path: Path) -> None:
+    members = {"a.bin": os.urandom(700), "dir/b.bin": b"", "c.bin": os.urandom(3000)}
+    path = make_tar(tmp_path / "plain.tar", members)
+    extents = {m.name: m.extent for m in iter_tar(path)}
+    assert all(e is not None for e in extents.values())
+    assert {name: e.read() for name, e in extents.items() if e is not None} == members
+    assert extents["c.bin"] is not None and extents["c.bin"].read(5) == members["c.bin"][:5]
+
+
+def test_compressed_and_oversized_members_have_no_extent(tmp_path: Path) -> None:
+    members = {"a.bin": b"x" * 100, "big.bin": b"y" * 5000}
+    assert all(m.extent is None for m in iter_tar(make_tar(tmp_path / "z.tar.gz", members, "w:gz")))
+    small = Limits(max_read_size=1000)
+    assert {m.name: m.extent is None for m in iter_tar(make_tar(tmp_path / "p.tar", members), limits=small)} == \
+        {"a.bin": False, "big.bin": True}
+
+
+def test_extent_of_a_replaced_or_truncated_archive_is_refused(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "plain.tar", {"a.bin": b"a" * 2000})
+    (extent,) = [m.extent for m in iter_tar(path)]
+    assert extent is not None
+    replacement = make_tar(tmp_path / "other.tar", {"a.bin": b"b" * 2000})
+    os.replace(replacement, path)  # a re-download renamed over it
+    with pytest.raises(CorruptArchiveError, match="replaced"):
+        extent.read()
+    (extent,) = [m.extent for m in iter_tar(path)]
+    assert extent is not None and extent.read(10) == b"b" * 10  # the file is open from here on
+    os.truncate(path, extent.offset + 100)
+    with pytest.raises(CorruptArchiveError, match=r"plain\.tar.*'a\.bin'.*ends 1900 bytes before"):
+        extent.read()
+
+
+def zero_first_header_keeping_mtime(path: Path) -> None:
+    """A change the index cannot see: same file, size and modification time."""
+    before = os.stat(path)
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 512)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_inside_walking_each_tar_once_a_finished_walk_is_reused(tmp_path: Path) -> None:
+    members = {"a.bin": b"a" * 700, "b.bin": b"b" * 3000}
+    path = make_tar(tmp_path / "plain.tar", members)
+    with walking_each_tar_once():
+        first = [(m.name, m.read()) for m in iter_tar(path)]
+        zero_first_header_keeping_mtime(path)
+        again = [(m.name, m.read()) for m in iter_tar(path)]  # from the index, not the headers
+    assert first == again == list(members.items())
+    with pytest.raises(CorruptArchiveError):  # outside, every call walks and checks the archive
+        list(iter_tar(path))
+
+
+def test_an_unfinished_or_compressed_walk_is_not_remembered(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "plain.tar", {"a.bin": b"a", "b.bin": b"b"})
+    with walking_each_tar_once():
+        next(iter(iter_tar(path)))
+        zero_first_header_keeping_mtime(path)
+        with pytest.raises(CorruptArchiveError):
+            list(iter_tar(path))
+    packed = make_tar(tmp_path / "packed.tar.gz", {"a.bin": b"a"}, "w:gz")
+    with walking_each_tar_once():
+        assert [m.read() for m in iter_tar(packed)] == [b"a"]
+        packed.write_bytes(packed.read_bytes()[:20])
+        with pytest.raises(CorruptArchiveError):
+            list(iter_tar(packed))

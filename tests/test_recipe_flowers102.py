@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,9 @@ from PIL import Image
 from thresher.archive import CorruptArchiveError, iter_tar
 from thresher.convert import validate
 from thresher.errors import MalformedDataError
+from thresher.extent import Extent, resolved
 from thresher.matlab import save_mat
-from thresher.recipe import BadRecord, Miniature
+from thresher.recipe import BadRecord, Miniature, Record
 from thresher.recipes.flowers102 import IMAGES, LABELS, RECIPE, SETID, member_name
 
 sio = pytest.importorskip("scipy.io")
@@ -37,6 +40,11 @@ def write_tar(path: Path, members: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
+def records(split: str, files: Mapping[str, Path]) -> list[Record | BadRecord]:
+    """The recipe's records with their image bytes read (the recipe leaves them in the tar)."""
+    return [r if isinstance(r, BadRecord) else resolved(r) for r in RECIPE.records(split, files)]
+
+
 def mat_vars(path: Path) -> dict[str, np.ndarray]:
     """The variables as MATLAB sees them (class double), not as stored (compact uint8)."""
     return {k: v for k, v in sio.loadmat(path, mat_dtype=True).items() if not k.startswith("__")}
@@ -48,7 +56,8 @@ def mat_vars(path: Path) -> dict[str, np.ndarray]:
 def test_miniature_records_match_exactly(mini: Miniature) -> None:
     assert set(mini.records) == {"train", "validation", "test"}
     for split in RECIPE.split_names:
-        got = list(RECIPE.records(split, mini.files))
+        assert all(isinstance(r["image"], Extent) for r in RECIPE.records(split, mini.files))  # read by workers
+        got = records(split, mini.files)
         expected = mini.records[split]
         assert len(got) == len(expected) > 0
         for record, want in zip(got, expected, strict=True):
@@ -66,7 +75,7 @@ def test_records_follow_setid_order_and_label_is_matlab_minus_one(mini: Miniatur
     for split, variable in (("train", "trnid"), ("validation", "valid"), ("test", "tstid")):
         order = [int(i) for i in ids[variable].ravel()]
         assert order != sorted(order), "miniature ids should not be in tar order"
-        got = list(RECIPE.records(split, mini.files))
+        got = records(split, mini.files)
         assert [r["__where__"] for r in got] == [f"{IMAGES}:{member_name(i)}" for i in order]
         assert [r["image"] for r in got] == [members[member_name(i)] for i in order]
         assert [r["label"] for r in got] == [int(labels[i - 1]) - 1 for i in order]
@@ -158,7 +167,7 @@ def test_label_out_of_range_is_a_bad_record_naming_the_image(mini: Miniature, va
     labels = original_labels(mini).copy()
     first = int(mat_vars(mini.files[SETID])["trnid"][0, 1])  # the second train record
     labels[0, first - 1] = value
-    got = list(RECIPE.records("train", with_labels(mini, labels)))
+    got = records("train", with_labels(mini, labels))
     assert len(got) == len(mini.records["train"])
     bad = got[1]
     assert isinstance(bad, BadRecord)
@@ -174,7 +183,7 @@ def test_id_beyond_the_labels_is_a_bad_record(mini: Miniature) -> None:
     last = labels.shape[1] + 1
     split = next(s for s, v in (("train", "trnid"), ("validation", "valid"), ("test", "tstid"))
                  if last in mat_vars(mini.files[SETID])[v])
-    bad = [r for r in RECIPE.records(split, with_labels(mini, labels)) if isinstance(r, BadRecord)]
+    bad = [r for r in records(split, with_labels(mini, labels)) if isinstance(r, BadRecord)]
     assert len(bad) == 1 and f"image id {last}" in bad[0].where and "no label" in bad[0].problem
 
 
@@ -184,7 +193,7 @@ def test_image_missing_from_the_tar_is_a_bad_record_in_its_place(mini: Miniature
     gone = order[2]
     del members[member_name(gone)]
     write_tar(mini.files[IMAGES], members)
-    got = list(RECIPE.records("test", mini.files))
+    got = records("test", mini.files)
     assert len(got) == len(order)
     bad = got[2]
     assert isinstance(bad, BadRecord) and bad.source == IMAGES
@@ -199,7 +208,7 @@ def test_member_that_is_not_a_jpeg_is_a_bad_record(mini: Miniature) -> None:
     target = int(mat_vars(mini.files[SETID])["valid"][0, 0])
     members[member_name(target)] = b"<html>quota exceeded</html>"
     write_tar(mini.files[IMAGES], members)
-    got = list(RECIPE.records("validation", mini.files))
+    got = records("validation", mini.files)
     assert isinstance(got[0], BadRecord) and got[0].where == member_name(target) and "JPEG" in got[0].problem
     assert not any(isinstance(r, BadRecord) for r in got[1:])
 
@@ -209,7 +218,7 @@ def test_duplicate_ids_in_a_split_are_all_yielded(mini: Miniature) -> None:
     ids["trnid"] = np.array([[5, 3, 5, 3, 12]], dtype=np.float64)
     save_mat(mini.files[SETID], ids)
     members = read_tar(mini.files[IMAGES])
-    got = list(RECIPE.records("train", mini.files))
+    got = records("train", mini.files)
     assert [r["image"] for r in got] == [members[member_name(i)] for i in (5, 3, 5, 3, 12)]
 
 
@@ -229,7 +238,7 @@ def test_wrong_mat_file_is_malformed_data_naming_file_and_variable(
 ) -> None:
     save_mat(mini.files[filename], arrays)
     with pytest.raises(MalformedDataError) as caught:
-        list(RECIPE.records("train", mini.files))
+        records("train", mini.files)
     for word in words:
         assert word in str(caught.value)
 
@@ -237,7 +246,7 @@ def test_wrong_mat_file_is_malformed_data_naming_file_and_variable(
 def test_mat_file_that_is_not_a_mat_file_is_named(mini: Miniature) -> None:
     mini.files[SETID].write_bytes(b"<!DOCTYPE html><html>Not Found</html>" * 5)
     with pytest.raises(MalformedDataError, match="setid.mat"):
-        list(RECIPE.records("test", mini.files))
+        records("test", mini.files)
 
 
 def test_records_stream_before_the_tar_is_read_to_the_end(mini: Miniature) -> None:
@@ -248,10 +257,21 @@ def test_records_stream_before_the_tar_is_read_to_the_end(mini: Miniature) -> No
     data = mini.files[IMAGES].read_bytes()
     mini.files[IMAGES].write_bytes(data[: 512 + len(members[member_name(first)]) + 2048])  # truncated
     stream = RECIPE.records("validation", mini.files)
-    assert next(stream)["image"] == mini.records["validation"][0]["image"]
+    assert resolved(next(stream))["image"] == mini.records["validation"][0]["image"]
     with pytest.raises(CorruptArchiveError):
         list(stream)
 
 
 def test_locate_names_the_archive_and_split_list() -> None:
     assert RECIPE.locate("test", 7) == f"{IMAGES} image number 7 of {SETID} tstid"
+
+
+def test_a_gzipped_tar_gives_the_same_records_as_bytes(mini: Miniature) -> None:
+    """Only an uncompressed archive has extents; compressed, the recipe holds the bytes."""
+    plain = mini.files[IMAGES].read_bytes()
+    with gzip.open(mini.files[IMAGES], "wb") as f:
+        f.write(plain)
+    for split in RECIPE.split_names:
+        got = list(RECIPE.records(split, mini.files))
+        assert all(isinstance(r["image"], bytes) for r in got)
+        assert [r["image"] for r in got] == [r["image"] for r in mini.records[split]]

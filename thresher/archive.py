@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import functools
 import io
 import lzma
 import math
@@ -24,12 +25,14 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError
+from thresher.extent import Extent
 from thresher.readahead import ReadAhead
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "read_tar_members",
     "safe_extract",
     "sniff_compression",
+    "walking_each_tar_once",
 ]
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -111,6 +115,9 @@ class Member:
     _opener: Callable[[], BinaryIO] | None = field(default=None, repr=False, compare=False)
     _source: str = field(default="", repr=False, compare=False)
     _max_read: int | None = field(default=None, repr=False, compare=False)
+    extent: Extent | None = field(default=None, repr=False, compare=False)
+    """Where the bytes lie when the archive is uncompressed (and they fit ``read``): another
+    process can read them later, after the iterator has moved on."""
 
     @classmethod
     def from_bytes(cls, name: str, data: bytes) -> Member:
@@ -491,7 +498,79 @@ def iter_tar(path: Path | str, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[M
         with open(path, "rb") as f:
             head = f.read(1024)
         raise MalformedDataError(label, "byte 0", f"is not a tar archive: it {describe_head(head)}")
+    if kind == "tar" and _TAR_INDEXES.active:
+        yield from _TAR_INDEXES.members(path, label, limits)
+    else:
+        yield from _walk_tar(path, label, kind, limits)
 
+
+@contextlib.contextmanager
+def walking_each_tar_once() -> Iterator[None]:
+    """Inside, an uncompressed tar walked to the end is not walked again (``prepare`` uses this).
+
+    Only for archives that do not change meanwhile, as verified sources under ``prepare``'s
+    lock do not: the index is keyed by the file's identity and modification time, whose
+    clock ticks too coarsely to notice a rewrite of the same size within milliseconds.
+    """
+    _TAR_INDEXES.active += 1
+    try:
+        yield
+    finally:
+        _TAR_INDEXES.active -= 1
+        if not _TAR_INDEXES.active:
+            _TAR_INDEXES.indexes.clear()
+
+
+class _TarIndexes:
+    """Members of the uncompressed tars walked to the end, to walk each only once.
+
+    A recipe reads one split per pass, so Flowers' tar was walked three times, in Python
+    header by header; the walk was most of what the main process did beside the workers.
+    An index is kept only for a complete, checked walk whose every member has an extent,
+    and is keyed by the file's identity and the limits it was checked against.
+    """
+
+    KEEP = 4
+
+    def __init__(self) -> None:
+        self.indexes: OrderedDict[tuple[Any, ...], list[Extent]] = OrderedDict()
+        self.active = 0  # open walking_each_tar_once() blocks
+
+    def members(self, path: Path | str, label: str, limits: Limits) -> Iterator[Member]:
+        status = os.stat(path)
+        key = (os.path.realpath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, limits)
+        index = self.indexes.get(key)
+        if index is not None:
+            self.indexes.move_to_end(key)
+            for extent in index:
+                yield Member(extent.member, extent.size, functools.partial(_open_extent, extent), label,
+                             limits.max_read_size, extent)
+            return
+        seen: list[Extent] | None = []
+        for member in _walk_tar(path, label, "tar", limits):
+            if seen is not None:
+                same_file = member.extent is not None and (member.extent.inode, member.extent.mtime_ns) == \
+                    (status.st_ino, status.st_mtime_ns)
+                if same_file:
+                    seen.append(member.extent)  # type: ignore[arg-type]
+                else:
+                    seen = None
+            yield member
+        if seen is not None:
+            self.indexes[key] = seen
+            while len(self.indexes) > self.KEEP:
+                self.indexes.popitem(last=False)
+
+
+def _open_extent(extent: Extent) -> BinaryIO:
+    return io.BytesIO(extent.read())
+
+
+_TAR_INDEXES = _TarIndexes()
+
+
+def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterator[Member]:
+    """iter_tar's checked walk of one archive, member by member."""
     # A TarInfo subclass that remembers why tarfile stopped: only a zero block is a real end;
     # tarfile silently treats a missing or garbled header after the first as the end too.
     ending: list[Exception] = []
@@ -524,6 +603,7 @@ def iter_tar(path: Path | str, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[M
     )
     meter.context = where()
     cursor = _Cursor()
+    status = os.fstat(raw.fileno())
     with meter, _open_tar_stream(meter, label, kind, _RecordingTarInfo) as tar:
         count = 0
         total = 0
@@ -564,8 +644,11 @@ def iter_tar(path: Path | str, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[M
                     f"of {limits.max_total_size}"
                 )
             meter.ceiling = info.offset_data + _block(info.size) + _HEADER_SLACK
+            extent = None
+            if kind == "tar" and info.size <= limits.max_read_size and not info.issparse():
+                extent = Extent(label, info.offset_data, info.size, name, status.st_ino, status.st_mtime_ns)
             member = Member(
-                name, info.size, _opener(tar, info, cursor, label, name), label, limits.max_read_size
+                name, info.size, _opener(tar, info, cursor, label, name), label, limits.max_read_size, extent
             )
             try:
                 yield member

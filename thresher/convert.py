@@ -22,6 +22,7 @@ import numpy as np
 from thresher import transforms
 from thresher.atomic import place, remove, temporary_name, write_bytes_atomic
 from thresher.codecs import get_codec
+from thresher.extent import resolved
 from thresher.formats import ShardContext, ShardWriter, StorageFormat
 from thresher.manifest import ShardEntry, file_entry
 from thresher.recipe import WHERE, BadRecord, Record, RecordBatch
@@ -156,6 +157,7 @@ def encode_record(plan: EncodePlan, codec: Any, record: Record | BadRecord) -> A
     """One record to its stored payload, or a BadRecord saying what is wrong."""
     if isinstance(record, BadRecord):
         return record
+    record = resolved(record)  # bytes a recipe left in their archive are read here, in the worker
     where = record.pop(WHERE, "")
     problem = validate(record, plan.source_schema, where)
     if problem is not None:

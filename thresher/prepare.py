@@ -16,6 +16,7 @@ from typing import Any
 
 from thresher import __version__, transforms
 from thresher.acquire import download
+from thresher.archive import walking_each_tar_once
 from thresher.atomic import check_free_space, remove
 from thresher.codecs import get_codec
 from thresher.convert import (
@@ -96,7 +97,7 @@ def prepare(
     downloads = Path(download_dir) if download_dir else root / recipe.name / "downloads"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with file_lock(out_dir / ".prepare.lock", timeout=None):
+    with file_lock(out_dir / ".prepare.lock", timeout=None), walking_each_tar_once():
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
         manifest = Manifest(

@@ -99,9 +99,10 @@ def apply(record: Record, source: Schema, target: Schema, options: ConvertOption
 
 def open_image(data: bytes, channels: int = 3) -> Image.Image:
     """Encoded bytes to a decoded PIL image in RGB, or grey for one channel."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return img.convert("L" if channels == 1 else "RGB")
+    img = Image.open(io.BytesIO(data))
+    img.load()  # reads everything: nothing is left open on the (in-memory) file
+    mode = "L" if channels == 1 else "RGB"
+    return img if img.mode == mode else img.convert(mode)  # convert() to the same mode would copy
 
 
 def to_array(img: Image.Image) -> np.ndarray:
