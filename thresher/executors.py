@@ -14,8 +14,10 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.pool
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 from thresher.heap import keep_freed_memory
@@ -49,34 +51,33 @@ class OrderedPool(Generic[T, R]):
         if initializer is not None:
             initializer(*initargs)  # the main process encodes too
         self.window = window or max(2, workers * 3)
-        self.pool = None
+        self.pool: multiprocessing.pool.Pool | None = None
+        self.starting: Future[multiprocessing.pool.Pool] | None = None
         self.started = False  # has a worker delivered a result yet
         self.spare_core = workers < _usable_cores()  # then the main process keeps helping
         if workers > 1:
-            context = multiprocessing.get_context("forkserver")
-            # Imported once in the fork server (if this starts it) instead of in every worker:
-            # importing thresher costs each fresh worker about 0.25 CPU-seconds.
-            context.set_forkserver_preload(sorted({func.__module__, _start_worker.__module__}))
-            self.pool = _QuietPool(workers, initializer=_start_worker, initargs=(initializer, initargs),
-                                   context=context)
+            # Starting a fork server blocks for about 0.25 s; the main process encodes meanwhile.
+            self.starting = _in_thread(lambda: _start_pool(func, workers, initializer, initargs))
 
     def map(self, items: Iterable[T]) -> Iterator[R]:
-        if self.pool is None:
+        if self.starting is None and self.pool is None:
             yield from map(self.func, items)
             return
         source = iter(items)
         pending: deque[Any] = deque()
         exhausted = False
         while True:
-            while not exhausted and len(pending) < self.window:
+            pool = self._pool_if_running()
+            while pool is not None and not exhausted and len(pending) < self.window:
                 item = next(source, _END)
                 if item is _END:
                     exhausted = True
                 else:
-                    pending.append(self.pool.apply_async(self.func, (item,)))
-            if not pending:
+                    pending.append(pool.apply_async(self.func, (item,)))
+            if not pending and exhausted:
                 return
-            if (self.started and not self.spare_core) or pending[0].ready() or exhausted or len(pending) >= 2 * self.window:
+            if pending and (pending[0].ready() or exhausted or len(pending) >= 2 * self.window
+                            or (self.started and not self.spare_core)):
                 head = pending.popleft()
                 self.started = self.started or not isinstance(head, _Ready)
                 yield head.get()
@@ -87,17 +88,33 @@ class OrderedPool(Generic[T, R]):
             else:
                 pending.append(_Ready(self.func(item)))
 
+    def _pool_if_running(self) -> multiprocessing.pool.Pool | None:
+        if self.starting is not None and self.starting.done():
+            starting, self.starting = self.starting, None
+            self.pool = starting.result()  # raises if the workers could not be started
+        return self.pool
+
+    def _started_pool(self) -> multiprocessing.pool.Pool | None:
+        if self.starting is not None:
+            starting, self.starting = self.starting, None
+            self.pool = starting.result()
+        return self.pool
+
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool.join()
-            self.pool = None
+        pool, self.pool = self._started_pool(), None
+        if pool is not None:
+            pool.close()
+            pool.join()
 
     def terminate(self) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-            self.pool = None
+        try:
+            pool = self._started_pool()
+        except Exception:  # noqa: BLE001 - the error being handled is the one to report
+            pool = None
+        self.pool = None
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
     def __enter__(self) -> OrderedPool[T, R]:
         return self
@@ -124,6 +141,29 @@ class _QuietPool(multiprocessing.pool.Pool):
 
     def _get_sentinels(self) -> list[Any]:
         return [self._change_notifier._reader]  # type: ignore[attr-defined]
+
+
+def _start_pool(func: Callable[..., Any], workers: int, initializer: Callable[..., None] | None,
+                initargs: tuple[Any, ...]) -> multiprocessing.pool.Pool:
+    context = multiprocessing.get_context("forkserver")
+    # Imported once in the fork server (if this starts it) instead of in every worker:
+    # importing thresher costs each fresh worker about 0.25 CPU-seconds.
+    context.set_forkserver_preload(sorted({func.__module__, _start_worker.__module__}))
+    return _QuietPool(workers, initializer=_start_worker, initargs=(initializer, initargs), context=context)
+
+
+def _in_thread(make: Callable[[], R]) -> Future[R]:
+    """``make()`` on a daemon thread, its result or error in the future."""
+    future: Future[R] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(make())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="thresher-pool-start", daemon=True).start()
+    return future
 
 
 def _usable_cores() -> int:
