@@ -67,11 +67,11 @@ def _measure(ws: Workspace, table: Table, url: str, size: int, sha256: str) -> N
 
     for _ in range(RUNS):  # alternate, so neither side always gets the warmer machine
         if curl:
-            os.sync()
+            _settle(ws, size)
             seconds, flushed = _curl(curl, url, ws.fresh("download-curl") / FILENAME, size)
             curl_times.append(seconds)
             fsync_times.append(flushed)
-        os.sync()
+        _settle(ws, size)
         thresher_times.append(fetch_once())
     mb = size / MB
     best = min(thresher_times)
@@ -81,7 +81,8 @@ def _measure(ws: Workspace, table: Table, url: str, size: int, sha256: str) -> N
                   f"{null_seconds:.2f} s · {rate(mb, null_seconds, 'MB')}", "—", None, "—")
         table.add(f"curl -s -o FILE, no hashing (runs: {', '.join(f'{t:.2f} s' for t in curl_times)})",
                   f"{min(curl_times):.2f} s · {rate(mb, min(curl_times), 'MB')}", "—", None, "—")
-        table.add("fsync of curl's file right after it: the durability curl skips and thresher pays "
+        table.add("fsync of curl's file right after it: the durability curl skips (thresher's file is on disk "
+                  "when it returns) "
                   f"(runs: {', '.join(f'{t:.2f} s' for t in fsync_times)})", f"{min(fsync_times):.2f} s", "—",
                   None, "—")
         ratio = min(curl_times) / best
@@ -95,8 +96,9 @@ def _measure(ws: Workspace, table: Table, url: str, size: int, sha256: str) -> N
         table.notes.append("curl is not installed, so the baseline is unavailable (nothing was installed).")
     table.notes += [
         f"File: {size:,} random bytes, served from the page cache by `benchmarks.static_server` "
-        f"(ThreadingHTTPServer + sendfile). Each side ran {RUNS} times, alternating, after `os.sync()`; "
-        "the best run counts.",
+        f"(ThreadingHTTPServer + sendfile). Each side ran {RUNS} times, alternating; the best run counts. "
+        "Before every run (either side) the same settling step: write, fsync and delete a file of the "
+        "download's size, then `os.sync()`.",
         "thresher: `thresher.fetch.fetch_sources` with a `Source` carrying the real size and sha256 "
         "(streams to `.part` while hashing, verifies, fsyncs, renames). curl writes the file and does nothing else.",
     ]
@@ -108,6 +110,26 @@ def _measure(ws: Workspace, table: Table, url: str, size: int, sha256: str) -> N
                        f"hashing {mb:,.0f} MB alone takes {mb / hashing:.2f} s.", ""]
     table.analysis += facts(f"thresher `fetch_sources` of {mb:,.0f} MB, one un-timed run", stats)
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def _settle(ws: Workspace, size: int) -> None:
+    """Give the next run (either side) the same start: page cache memory just freed, disk idle.
+
+    On this VM, writing into page-cache memory not touched for a while is several times slower
+    than into memory just freed (the hypervisor backs guest memory lazily), so a run's time
+    depended on what the previous run had deleted: thresher's ranged 0.82-1.88 s and curl's
+    1.03-3.9 s for the same 1 GB. Writing and deleting a file of the same size first made both
+    sides repeatable (thresher 0.89-0.94 s, curl 1.07-1.12 s in one test).
+    """
+    block = bytes(64 << 20)
+    path = ws.fresh("download-settle") / "settle.bin"
+    with open(path, "wb") as f:
+        for _ in range(-(-size // len(block))):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.rmtree(path.parent, ignore_errors=True)
+    os.sync()
 
 
 def _curl(curl: str, url: str, out: Path, size: int | None) -> tuple[float, float]:

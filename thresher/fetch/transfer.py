@@ -38,6 +38,7 @@ from thresher.errors import DownloadError, HtmlInsteadOfDataError
 from thresher.fetch import gdrive, sniff
 from thresher.fetch.checksums import CHUNK, Actual, Expected, Hasher
 from thresher.fetch.http import RetryPolicy, is_retryable_status, parse_retry_after
+from thresher.writeback import start_writeback
 
 log = logging.getLogger("thresher.fetch")
 
@@ -158,7 +159,7 @@ def _truncate(part: Path) -> None:
     PartState.remove(part)
 
 
-WRITEBACK_EVERY = 64 << 20
+WRITEBACK_EVERY = 8 << 20
 
 
 def _write_chunk(f: BinaryIO, part: Path, data: bytes, hasher: Hasher, bar: _Progress) -> None:
@@ -166,20 +167,10 @@ def _write_chunk(f: BinaryIO, part: Path, data: bytes, hasher: Hasher, bar: _Pro
         before = f.tell()
         f.write(data)
         if (before + len(data)) // WRITEBACK_EVERY != before // WRITEBACK_EVERY:
-            _start_writeback(f)
+            f.flush()
+            start_writeback(f.fileno())  # so the fsync before placing the file is short
     hasher.update(data)
     bar.update(len(data))
-
-
-def _start_writeback(f: BinaryIO) -> None:
-    """Let the kernel start writing what has arrived, so the fsync before placing the file
-    waits for the last few megabytes instead of the whole download (Linux; elsewhere a no-op)."""
-    sync_range = getattr(os, "sync_file_range", None)
-    if sync_range is None:
-        return
-    f.flush()
-    with contextlib.suppress(OSError):
-        sync_range(f.fileno(), 0, 0, os.SYNC_FILE_RANGE_WRITE)
 
 
 class _Attempt:
