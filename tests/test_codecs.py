@@ -564,3 +564,15 @@ def test_encode_batch_falls_back_for_other_layouts() -> None:
     columns = {"transcript": ["A B", "ÉTÉ"], "speaker": [3, -4]}
     assert codec.encode_batch(columns, schema, "NONE") == [
         codec.encode_reference({"transcript": t, "speaker": s}, schema, "NONE") for t, s in zip(*columns.values(), strict=True)]
+
+
+@pytest.mark.parametrize("shape", [(7, 3, 5, 4), (2, 4, 3, 3), (3, 1, 2, 2), (0, 3, 2, 2)])
+def test_interleave_equals_the_transposed_copy_in_any_channel_order(shape: tuple[int, int, int, int]) -> None:
+    from thresher.codecs.base import interleave, swapped_order
+
+    planar = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    channels = shape[1]
+    for order in (list(range(channels)), swapped_order(channels), list(range(channels - 1, -1, -1))):
+        got = interleave(planar, order)
+        assert got.flags.c_contiguous
+        assert np.array_equal(got, planar[:, order].transpose(0, 2, 3, 1))

@@ -141,6 +141,24 @@ def needs_swap(channel_order: str, channels: int) -> bool:
     return channel_order == "BGR" and channels >= 3
 
 
+def swapped_order(channels: int) -> list[int]:
+    """Channel indexes of swap_rb: R and B exchanged, alpha and beyond in place."""
+    return [2, 1, 0, *range(3, channels)] if channels >= 3 else list(range(channels))
+
+
+def interleave(planar: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """(N, C, H, W) -> a new (N, H, W, C) whose channel i is ``planar``'s channel ``order[i]``.
+
+    Copied one channel at a time: numpy's copy of the whole transposed view moves one byte
+    per step with the channel axis innermost, 0.78 ms for 256 CIFAR images against 0.21 ms.
+    """
+    n, c, h, w = planar.shape
+    out = np.empty((n, h, w, c), dtype=planar.dtype)
+    for i, source in enumerate(order):
+        out[..., i] = planar[:, source]
+    return out
+
+
 def swap_rb(hwc: np.ndarray) -> np.ndarray:
     """RGB(A) <-> BGR(A) on the last axis (a view for 3 channels)."""
     if hwc.shape[-1] == 3:

@@ -27,10 +27,12 @@ from thresher.codecs.base import (
     check_image,
     check_int32_bounds,
     checked_int32,
+    interleave,
     needs_swap,
     read_varint,
     split_fixed,
     swap_rb,
+    swapped_order,
     varint,
     varint_columns,
 )
@@ -296,7 +298,5 @@ def _to_hwc_batch(pixels: np.ndarray, shape: tuple[int, int, int], channel_order
     h, w, c = shape
     if c == 1:
         return np.ascontiguousarray(pixels).reshape(-1, h, w, 1)
-    nhwc = pixels.reshape(-1, c, h, w).transpose(0, 2, 3, 1)
-    if needs_swap(channel_order, c):
-        nhwc = swap_rb(nhwc)
-    return np.ascontiguousarray(nhwc)
+    order = swapped_order(c) if needs_swap(channel_order, c) else range(c)
+    return interleave(pixels.reshape(-1, c, h, w), order)

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from thresher.atomic import disk_errors, write_bytes_atomic
+from thresher.codecs.base import interleave
 from thresher.errors import CorruptShardError, UnsupportedCodecError
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, StorageFormat
 from thresher.schema import Field, Schema
@@ -258,8 +259,9 @@ class Hdf5Reader(ShardReader):
             if f.kind == "image" and not f.is_encoded:
                 if data.size and (data.min() < 0 or data.max() > 255):
                     raise CorruptShardError(f"{self.path}: pixel values outside 0..255 in records {start}..{stop - 1}")
-                pixels = data.transpose(0, 2, 3, 1).astype(np.uint8)
-                out[f.name] = np.ascontiguousarray(pixels[..., ::-1] if self.context.channel_order == "BGR" else pixels)
+                channels = data.shape[1]
+                order = range(channels - 1, -1, -1) if self.context.channel_order == "BGR" else range(channels)
+                out[f.name] = interleave(data.astype(np.uint8), order)
             elif f.kind == "int":
                 out[f.name] = data.astype(np.int64)
             else:
