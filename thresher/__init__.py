@@ -9,12 +9,43 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from thresher.errors import ThresherError  # noqa: E402
-from thresher.manifest import Manifest  # noqa: E402
-from thresher.prepare import prepare  # noqa: E402
-from thresher.reader import Dataset, open  # noqa: E402,A004
-from thresher.transforms import ConvertOptions  # noqa: E402
+if TYPE_CHECKING:
+    from thresher.errors import ThresherError
+    from thresher.manifest import Manifest
+    from thresher.pipeline import prepare
+    from thresher.reader import Dataset, open  # noqa: A004
+    from thresher.transforms import ConvertOptions
 
+_PUBLIC = {
+    "ConvertOptions": "thresher.transforms",
+    "Dataset": "thresher.reader",
+    "Manifest": "thresher.manifest",
+    "ThresherError": "thresher.errors",
+    "open": "thresher.reader",
+    "prepare": "thresher.pipeline",
+}
 __all__ = ["ConvertOptions", "Dataset", "Manifest", "ThresherError", "__version__", "open", "prepare"]
+
+
+def __getattr__(name: str) -> Any:
+    """The public API, imported on first use.
+
+    A conversion worker imports ``thresher.convert`` and with it this package; importing the
+    downloader (requests, urllib3) and the rest here made every fresh worker pay for modules
+    it never uses.
+    """
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'thresher' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

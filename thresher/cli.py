@@ -194,7 +194,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from thresher.prepare import DEFAULT_SHARD_SIZE, prepare
+    from thresher.pipeline import DEFAULT_SHARD_SIZE, prepare
     from thresher.transforms import ConvertOptions
 
     options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from thresher.formats import FORMATS
 from thresher.miniature import write_checksums
-from thresher.prepare import prepare
+from thresher.pipeline import prepare
 from thresher.reader import open as open_split
 from thresher.registry import all_recipes
 from thresher.show import contact_sheet
