@@ -67,3 +67,7 @@ class WriteError(ThresherError):
 
 class LockTimeout(ThresherError):
     """Another process holds the lock for too long."""
+
+
+class WorkerDied(ThresherError):
+    """An encoding worker process ended mid-conversion (killed, e.g. by the out-of-memory killer, or crashed)."""

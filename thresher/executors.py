@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
+from thresher.errors import WorkerDied
 from thresher.heap import keep_freed_memory
 
 T = TypeVar("T")
@@ -51,8 +52,9 @@ class OrderedPool(Generic[T, R]):
         if initializer is not None:
             initializer(*initargs)  # the main process encodes too
         self.window = window or max(2, workers * 3)
-        self.pool: multiprocessing.pool.Pool | None = None
-        self.starting: Future[multiprocessing.pool.Pool] | None = None
+        self.pool: _QuietPool | None = None
+        self.workers: set[int] = set()  # the pool's worker pids; a change means one died
+        self.starting: Future[_QuietPool] | None = None
         self.started = False  # has a worker delivered a result yet
         self.spare_core = workers < _usable_cores()  # then the main process keeps helping
         if workers > 1:
@@ -80,7 +82,7 @@ class OrderedPool(Generic[T, R]):
                             or (self.started and not self.spare_core)):
                 head = pending.popleft()
                 self.started = self.started or not isinstance(head, _Ready)
-                yield head.get()
+                yield head.get() if isinstance(head, _Ready) else self._result(head)
                 continue
             item = next(source, _END)  # the workers are still starting: help instead of waiting
             if item is _END:
@@ -88,13 +90,32 @@ class OrderedPool(Generic[T, R]):
             else:
                 pending.append(_Ready(self.func(item)))
 
-    def _pool_if_running(self) -> multiprocessing.pool.Pool | None:
+    def _pool_if_running(self) -> _QuietPool | None:
         if self.starting is not None and self.starting.done():
             starting, self.starting = self.starting, None
             self.pool = starting.result()  # raises if the workers could not be started
+            self.workers = self.pool.worker_pids()
         return self.pool
 
-    def _started_pool(self) -> multiprocessing.pool.Pool | None:
+    def _result(self, pending: multiprocessing.pool.AsyncResult[R]) -> R:
+        """A worker's result; an error instead of waiting forever if a worker died.
+
+        ``multiprocessing.Pool`` replaces a worker that dies and silently loses the unit it
+        was encoding, so waiting for that unit would never end.
+        """
+        while True:
+            try:
+                return pending.get(timeout=_CHECK_EVERY)
+            except multiprocessing.TimeoutError:
+                assert self.pool is not None
+                if self.pool.worker_pids() != self.workers:
+                    raise WorkerDied(
+                        "an encoding worker process ended mid-conversion (killed, perhaps by the out-of-memory "
+                        "killer, or crashed); finished shards are kept, and running the same command again "
+                        "resumes. With large images, fewer --workers use less memory."
+                    ) from None
+
+    def _started_pool(self) -> _QuietPool | None:
         if self.starting is not None:
             starting, self.starting = self.starting, None
             self.pool = starting.result()
@@ -127,6 +148,7 @@ class OrderedPool(Generic[T, R]):
 
 
 _END: Any = object()
+_CHECK_EVERY = 1.0  # seconds between checks that every worker is alive, while waiting for one
 
 
 class _QuietPool(multiprocessing.pool.Pool):
@@ -142,9 +164,12 @@ class _QuietPool(multiprocessing.pool.Pool):
     def _get_sentinels(self) -> list[Any]:
         return [self._change_notifier._reader]  # type: ignore[attr-defined]
 
+    def worker_pids(self) -> set[int]:
+        return {process.pid for process in self._pool}  # type: ignore[attr-defined]
+
 
 def _start_pool(func: Callable[..., Any], workers: int, initializer: Callable[..., None] | None,
-                initargs: tuple[Any, ...]) -> multiprocessing.pool.Pool:
+                initargs: tuple[Any, ...]) -> _QuietPool:
     context = multiprocessing.get_context("forkserver")
     # Imported once in the fork server (if this starts it) instead of in every worker: importing
     # thresher cost each fresh worker about 0.15 CPU-seconds. "__main__" is multiprocessing's
