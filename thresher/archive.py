@@ -646,7 +646,8 @@ def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterat
             meter.ceiling = info.offset_data + _block(info.size) + _HEADER_SLACK
             extent = None
             if kind == "tar" and info.size <= limits.max_read_size and not info.issparse():
-                extent = Extent(label, info.offset_data, info.size, name, status.st_ino, status.st_mtime_ns)
+                extent = Extent(os.path.abspath(path), info.offset_data, info.size, name, status.st_ino,
+                                status.st_mtime_ns)  # absolute: a worker may run elsewhere
             member = Member(
                 name, info.size, _opener(tar, info, cursor, label, name), label, limits.max_read_size, extent
             )
