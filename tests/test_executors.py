@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from reliability_matrix import scenario
 
 from thresher.errors import WorkerDied
-from thresher.executors import OrderedPool
+from thresher.executors import PIPE_BYTES, OrderedPool
 from thresher.heap import keep_freed_memory
 
 POISON = 40  # far enough in that a worker, not the main process helping at the start, gets it
@@ -54,3 +56,14 @@ def test_workers_can_keep_their_heap_on_glibc() -> None:
         pytest.skip("not glibc")
     # A silent no-op would bring back ~400,000 page faults per thousand photos in each worker.
     assert keep_freed_memory()
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are a Linux feature")
+def test_result_pipes_hold_a_whole_unit() -> None:
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < PIPE_BYTES:
+        pytest.skip("this system caps pipes below 1 MiB")
+    with OrderedPool(slow_square, 2) as pool:
+        assert list(pool.map([(i, None) for i in range(12)])) == [i * i for i in range(12)]
+        assert pool.pool is not None
+        for queue in (pool.pool._inqueue, pool.pool._outqueue):  # type: ignore[attr-defined]
+            assert fcntl.fcntl(queue._reader.fileno(), fcntl.F_GETPIPE_SZ) >= PIPE_BYTES

@@ -11,6 +11,7 @@ Flowers photo measured on two cores, from cache and time-slice contention).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -19,6 +20,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 from thresher.errors import WorkerDied
 from thresher.heap import keep_freed_memory
@@ -148,6 +154,7 @@ class OrderedPool(Generic[T, R]):
 
 
 _END: Any = object()
+PIPE_BYTES = 1 << 20
 _CHECK_EVERY = 1.0  # seconds between checks that every worker is alive, while waiting for one
 
 
@@ -163,6 +170,18 @@ class _QuietPool(multiprocessing.pool.Pool):
 
     def _get_sentinels(self) -> list[Any]:
         return [self._change_notifier._reader]  # type: ignore[attr-defined]
+
+    def _setup_queues(self) -> None:
+        """Pipes of 1 MiB (Linux): a unit's result (16 photos, ~300 KB) then moves in one write
+        instead of five 64 KB rounds that each wake the other side. Measured on 5,000 photos
+        with two workers: 4.67 s -> 4.57 s (medians of six alternating runs; every pair faster)."""
+        super()._setup_queues()  # type: ignore[misc]
+        setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+        if setsize is None:
+            return
+        for queue in (self._inqueue, self._outqueue):  # type: ignore[attr-defined]
+            with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+                fcntl.fcntl(queue._reader.fileno(), setsize, PIPE_BYTES)
 
     def worker_pids(self) -> set[int]:
         return {process.pid for process in self._pool}  # type: ignore[attr-defined]
