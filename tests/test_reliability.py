@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -273,6 +274,40 @@ def test_malformed_data_is_named_precisely(name: str, filename: str, damage, mes
     with pytest.raises(MalformedDataError, match=message):
         thresher.prepare(name, root=tmp_path / "out", mirror=root.as_uri(), offline=True, checksums=checksums,
                          progress=False)
+
+
+def test_a_split_that_fails_keeps_the_finished_splits_for_the_rerun(mirror: Mirror, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last shard of a split is synced and hashed while the next split converts; when that
+    next split fails, the finished one is still recorded, and the rerun converts only the rest."""
+    from thresher.recipes.mnist import Mnist
+
+    records = Mnist.records
+
+    def failing_test_split(self: Mnist, split: str, files: Any) -> Any:
+        if split == "test":
+            raise OSError("simulated read error in the test split")
+        return records(self, split, files)
+
+    options = {"mirror": mirror.root.as_uri(), "offline": True, "checksums": mirror.checksums["mnist"],
+               "progress": False}
+    out = tmp_path / "out"
+    monkeypatch.setattr(Mnist, "records", failing_test_split)
+    with pytest.raises(OSError, match="simulated read error"):
+        thresher.prepare("mnist", root=out, **options)
+    monkeypatch.setattr(Mnist, "records", records)
+    train = out / "mnist" / "lmdb" / "train"
+    (recorded,) = _progress_shards(train)
+    shard = out / "mnist" / "lmdb" / recorded["path"]
+    assert shard.is_dir() and not list(train.glob(".*.tmp-*"))
+    mtime = shard.stat().st_mtime_ns
+
+    result = thresher.prepare("mnist", root=out, **options)
+    assert shard.stat().st_mtime_ns == mtime  # kept, not rewritten
+    clean = thresher.prepare("mnist", root=tmp_path / "clean", **options)
+    assert [f.sha256 for s in result.splits.values() for sh in s.shards for f in sh.files] == \
+        [f.sha256 for s in clean.splits.values() for sh in s.shards for f in sh.files]
+    assert verify(result.directory).ok
 
 
 def test_truncated_cifar_batch_names_member_and_offset(mirror: Mirror, tmp_path: Path) -> None:
