@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,9 @@ def assert_same_records(got: list[dict[str, Any]], want: list[dict[str, Any]], s
 
 def recipe_supports(recipe: Recipe, codec: str | None) -> bool:
     return codec != "datum" or recipe.default_codec == "datum"
+
+
+def in_generation(out: Path, relative: str) -> Path:
+    """``out/<split>/<rest>`` as the manifest and errors name it: inside the split's generation directory."""
+    split, rest = relative.split("/", 1)
+    return out / os.readlink(out / split) / rest

@@ -54,7 +54,7 @@ def test_cluster_output_equals_local_output(name: str, fmt: str, options: Conver
 
 def _fail_once_per_shard(marker_dir: str) -> None:
     """Runs on every worker: the first attempt at shard 1 of any split dies after writing half of it."""
-    from thresher import convert
+    from thresher import sink as convert
 
     original = convert.ShardSink.close_shard
     convert.ShardSink.unpatched_close_shard = original
@@ -74,7 +74,7 @@ def _fail_once_per_shard(marker_dir: str) -> None:
 
 
 def _restore() -> None:
-    from thresher import convert
+    from thresher import sink as convert
 
     convert.ShardSink.close_shard = convert.ShardSink.unpatched_close_shard
 

@@ -91,7 +91,7 @@ def test_manifest_records_what_was_made(mirror: Mirror, mirror_server: LoopbackS
     assert data["key_format"] == "%08d"
     assert [s["filename"] for s in data["sources"]] == sorted(s.filename for s in all_recipes()["mnist"].sources)
     shard = data["splits"]["train"]["shards"][0]
-    assert shard["first_key"] == "00000000" and shard["files"][0]["path"] == "train/shard-00000.minidb"
+    assert shard["first_key"] == "00000000" and shard["files"][0]["path"] == f"{data['generation']}/train/shard-00000.minidb"
     assert [f["name"] for f in data["schema"]] == ["image", "label"]
 
 

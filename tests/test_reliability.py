@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from e2e import Mirror, build_mirror
+from e2e import Mirror, build_mirror, in_generation
 from reliability_matrix import scenario
 from server import LoopbackServer
 
@@ -111,10 +111,11 @@ def test_killed_conversion_resumes_to_identical_bytes(fmt: str, mirror: Mirror, 
         wait_for(marker, proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        split_dir = root / "mnist" / fmt / "train"
-        finished = {s["path"] for s in _progress_shards(split_dir)}
-        for shard in split_dir.glob("shard-*"):
-            assert f"train/{shard.name}" in finished, f"{shard} is under its final name but was never finished"
+        for split_dir in (root / "mnist" / fmt).glob("gen-*/train"):
+            finished = {s["path"] for s in _progress_shards(split_dir)}
+            for shard in split_dir.glob("shard-*"):
+                assert f"{split_dir.parent.name}/train/{shard.name}" in finished, \
+                    f"{shard} is under its final name but was never finished"
         assert not (root / "mnist" / fmt / "manifest.json").exists()
         # The next kill point continues from this interrupted state: resumes pile up.
     result = thresher.prepare("mnist", root=root, format=fmt, shard_size=2000, **kwargs)
@@ -296,7 +297,7 @@ def test_a_split_that_fails_keeps_the_finished_splits_for_the_rerun(mirror: Mirr
     with pytest.raises(OSError, match="simulated read error"):
         thresher.prepare("mnist", root=out, **options)
     monkeypatch.setattr(Mnist, "records", records)
-    train = out / "mnist" / "lmdb" / "train"
+    (train,) = (out / "mnist" / "lmdb").glob("gen-*/train")
     (recorded,) = _progress_shards(train)
     shard = out / "mnist" / "lmdb" / recorded["path"]
     assert shard.is_dir() and not list(train.glob(".*.tmp-*"))
@@ -363,22 +364,22 @@ def test_verify_and_reader_report_corrupted_outputs(mirror: Mirror, mirror_serve
     minidb_out = thresher.prepare("mnist", root=tmp_path, format="minidb", **kwargs).directory
     assert verify(lmdb_out).ok and verify(minidb_out).ok
 
-    data = lmdb_out / "train/shard-00000/data.mdb"
+    data = in_generation(lmdb_out, "train/shard-00000/data.mdb")
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     data.write_bytes(bytes(raw))
     problems = verify(lmdb_out).problems
     assert len(problems) == 1 and str(data) in problems[0] and "sha256" in problems[0]
 
-    shard = minidb_out / "test/shard-00000.minidb"
+    shard = in_generation(minidb_out, "test/shard-00000.minidb")
     shard.write_bytes(shard.read_bytes()[:-7])
     problems = verify(minidb_out).problems
     assert any(str(shard) in p for p in problems)
     with pytest.raises(CorruptShardError, match=r"shard-00000.minidb: record 3 at byte \d+ is truncated"):
         thresher.open(minidb_out / "test")[0]
 
-    (lmdb_out / "test/shard-00000/data.mdb").unlink()
-    (lmdb_out / "test/shard-00000").rmdir()
+    in_generation(lmdb_out, "test/shard-00000/data.mdb").unlink()
+    in_generation(lmdb_out, "test/shard-00000").rmdir()
     problems = verify(lmdb_out).problems
     assert any("test/shard-00000/data.mdb: missing" in p for p in problems)
     with pytest.raises(CorruptShardError, match="test/shard-00000"):
@@ -394,7 +395,7 @@ def test_verify_decodes_every_record_and_names_the_bad_one(mirror: Mirror, mirro
     from thresher.manifest import sha256_file
 
     out = thresher.prepare("mnist", root=tmp_path, format="minidb", **prepare_kwargs(mirror, mirror_server, "mnist")).directory
-    shard = out / "test/shard-00000.minidb"
+    shard = in_generation(out, "test/shard-00000.minidb")
     records = shard.read_bytes()
     first_len = int.from_bytes(records[4:8], "little")
     shard.write_bytes(frame(b"00000000", b"\x08\x01garbage") + records[8 + 8 + first_len:])

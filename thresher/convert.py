@@ -1,4 +1,4 @@
-"""Records to shards: encoding (in any process) and shard writing (one shard at a time).
+"""Records to stored payloads: grouping a recipe's output into units and encoding them (in any process).
 
 A split's shards are planned by record count: shard ``k`` holds the records whose source
 index is in ``[k*R, (k+1)*R)``, and a record's key is its source index. ``R`` follows from
@@ -9,22 +9,16 @@ tasks on a cluster write the same files.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from thresher import transforms
-from thresher.atomic import place, remove, temporary_name, write_bytes_atomic
 from thresher.codecs import get_codec
 from thresher.extent import resolved
-from thresher.formats import ShardContext, ShardWriter, StorageFormat
-from thresher.manifest import ShardEntry, file_entry
 from thresher.recipe import WHERE, BadRecord, Record, RecordBatch
 from thresher.schema import Field, Schema
 from thresher.transforms import ConvertOptions
@@ -33,8 +27,6 @@ log = logging.getLogger("thresher")
 
 CHUNK_RECORDS = 256  # records per unit of work when records come one by one
 TRANSFORM_CHUNK_RECORDS = 16  # ... and when each needs decoding or resizing: small units balance workers
-MAX_SKIP_NOTES = 100
-PROGRESS_NAME = ".progress.json"
 
 
 @dataclass(frozen=True)
@@ -256,238 +248,3 @@ def first_payload(unit: Unit) -> Any | None:
     if isinstance(unit.items, RecordBatch):
         return next(unit.items.rows(), None)
     return next((p for p in unit.items if not isinstance(p, BadRecord)), None)
-
-
-# -- progress of a split -------------------------------------------------------------------------------
-
-
-@dataclass
-class ProgressState:
-    """Finished shards of an interrupted run, kept only if made with the same fingerprint and plan."""
-
-    path: Path
-    fingerprint: dict[str, Any]
-    records_per_shard: int | None = None
-    shards: list[ShardEntry] = field(default_factory=list)
-    skip_notes: list[str] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, split_dir: Path, fingerprint: dict[str, Any]) -> ProgressState:
-        path = split_dir / PROGRESS_NAME
-        state = cls(path, fingerprint)
-        try:
-            data = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return state
-        if data.get("fingerprint") != fingerprint:
-            return state
-        state.records_per_shard = data.get("records_per_shard")
-        base = split_dir.parent
-        for shard in (ShardEntry.from_json(s) for s in data.get("shards", [])):
-            if not all((base / f.path).is_file() and (base / f.path).stat().st_size == f.bytes for f in shard.files):
-                break
-            state.shards.append(shard)
-        state.skip_notes = list(data.get("skip_notes", []))
-        return state
-
-    def save(self) -> None:
-        data = {"fingerprint": self.fingerprint, "records_per_shard": self.records_per_shard,
-                "shards": [asdict(s) for s in self.shards], "skip_notes": self.skip_notes[:MAX_SKIP_NOTES]}
-        write_bytes_atomic(self.path, json.dumps(data, indent=1).encode())
-
-    @property
-    def consumed(self) -> int:
-        return sum(s.consumed for s in self.shards)
-
-
-def resume_split(out_dir: Path, split: str, storage: StorageFormat, fingerprint: dict[str, Any]
-                 ) -> tuple[Path, ProgressState]:
-    """Ready a split directory: drop what a killed run left half done, keep its finished shards."""
-    split_dir = out_dir / split
-    split_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(split_dir)
-    state = ProgressState.load(split_dir, fingerprint)
-    remove_unfinished_shards(split_dir, storage, len(state.shards))
-    return split_dir, state
-
-
-def remove_stale_temporaries(split_dir: Path) -> None:
-    """Temporaries of a killed run (the caller holds the lock, so no live process owns them)."""
-    for path in split_dir.glob(".*.tmp-*"):
-        remove(path)
-
-
-def remove_unfinished_shards(split_dir: Path, storage: StorageFormat, keep: int) -> None:
-    """Final-named shards past the ``keep`` finished ones belong to another plan: remove them."""
-    index = keep
-    while (candidate := split_dir / storage.shard_name(index)).exists():
-        remove(candidate)
-        index += 1
-
-
-# -- writing shards --------------------------------------------------------------------------------------
-
-
-@dataclass
-class ShardResult:
-    entry: ShardEntry
-    skip_notes: list[str]
-
-
-class ShardSink:
-    """Writes encoded units into planned shards, each under a temporary name until complete."""
-
-    def __init__(self, storage: StorageFormat, split_dir: Path, out_dir: Path, context: ShardContext,
-                 key_format: str, per_shard: int | None, *, skip_bad: bool,
-                 locate: Any, on_shard: Any = None, background_hashing: bool = False) -> None:
-        self.storage = storage
-        self.split_dir = split_dir
-        self.out_dir = out_dir
-        self.context = context
-        self.key_format = key_format
-        self.key_bytes = key_format.encode()  # bytes % int: keys without a str round trip
-        self.per_shard = per_shard
-        self.skip_bad = skip_bad
-        self.locate = locate  # index -> "where" for bad records the recipe could not name
-        self.on_shard = on_shard  # called with each finished ShardResult, in shard order
-        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="thresher-hash") if background_hashing else None
-        self.hashing: list[Future[ShardResult]] = []
-        self.shard: int | None = None
-        self.writer: ShardWriter | None = None
-        self.tmp: Path | None = None
-        self.consumed = 0
-        self.skipped = 0
-        self.notes: list[str] = []
-
-    def add(self, unit: Unit) -> None:
-        if self.per_shard is None:
-            raise RuntimeError("records per shard must be planned before writing")
-        start, end = unit.start, unit.start + len(unit)
-        while start < end:
-            shard = start // self.per_shard
-            stop = min(end, (shard + 1) * self.per_shard)
-            self._write(shard, start, unit, start - unit.start, stop - unit.start)
-            start = stop
-
-    def _write(self, shard: int, index: int, unit: Unit, a: int, b: int) -> None:
-        if shard != self.shard:
-            self.close_shard()
-            self._open(shard)
-        assert self.writer is not None
-        items = unit.items
-        if isinstance(items, RecordBatch):
-            keys = [self.key_bytes % i for i in range(index, index + b - a)]
-            self.writer.append_batch(keys, items.slice(a, b))
-            self.consumed += b - a
-            return
-        segment = items[a:b]
-        if unit.clean or not any(isinstance(payload, BadRecord) for payload in segment):
-            fmt = self.key_bytes
-            self.writer.append_many([fmt % i for i in range(index, index + len(segment))], segment)
-            self.consumed += len(segment)
-            return
-        for offset, payload in enumerate(segment):
-            if isinstance(payload, BadRecord):
-                self._skip(payload, index + offset)
-            else:
-                self.writer.append((self.key_format % (index + offset)).encode(), payload)
-            self.consumed += 1
-
-    def _skip(self, bad: BadRecord, index: int) -> None:
-        if not bad.source:
-            bad = replace(bad, source=self.locate(index))
-        if not self.skip_bad:
-            raise bad.error()
-        self.skipped += 1
-        self.notes.append(str(bad.error()))
-        log.warning("skipped bad record: %s", bad.error())
-
-    def _open(self, shard: int) -> None:
-        final = self.split_dir / self.storage.shard_name(shard)
-        self.tmp = temporary_name(final)
-        remove(self.tmp)
-        self.writer = self.storage.writer(self.tmp, self.context)
-        self.shard = shard
-        self.consumed = self.skipped = 0
-        self.notes = []
-
-    def close_shard(self) -> ShardResult | None:
-        """Finish the open shard: sync, hash, rename into place.
-
-        With background hashing, syncing and hashing (and the progress note) follow in a thread
-        while the next shard or split is written, and this returns None; :meth:`finish` waits.
-        """
-        if self.writer is None or self.tmp is None or self.shard is None or self.per_shard is None:
-            return None
-        writer, tmp = self.writer, self.tmp
-        writer.flush()
-        final = self.split_dir / self.storage.shard_name(self.shard)
-        entry = ShardEntry(path=final.relative_to(self.out_dir).as_posix(), records=writer.records,
-                           first_key=self.key_format % (self.shard * self.per_shard), consumed=self.consumed,
-                           skipped=self.skipped)
-        notes, self.writer, self.tmp = self.notes, None, None
-        if self.hasher is None:
-            return self._finished(writer, tmp, final, entry, notes)
-        self.hashing.append(self.hasher.submit(self._finished, writer, tmp, final, entry, notes))
-        return None
-
-    def _finished(self, writer: ShardWriter, tmp: Path, final: Path, entry: ShardEntry,
-                  notes: list[str]) -> ShardResult:
-        """Close (sync) and hash the complete shard, note it as finished, then give it its final name.
-
-        In this order a shard under its final name is always recorded. A kill between the note
-        and the rename leaves a note whose file is missing: the next run stops trusting notes
-        there, removes the temporary and writes that shard again.
-        """
-        try:
-            writer.close()
-        except BaseException:
-            writer.abort()
-            remove(tmp)
-            raise
-        files = sorted(p for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else [tmp]
-        hashed = [file_entry(self.out_dir, p) for p in files]
-        for f, p in zip(hashed, files, strict=True):
-            f.path = (final / p.relative_to(tmp) if tmp.is_dir() else final).relative_to(self.out_dir).as_posix()
-        entry.files = hashed
-        result = ShardResult(entry, notes)
-        if self.on_shard is not None:
-            self.on_shard(result)
-        place(tmp, final)
-        return result
-
-    def finish(self) -> list[ShardResult]:
-        """Close the open shard and wait for every background hash."""
-        self.close_shard()
-        results = [future.result() for future in self.hashing]
-        self.hashing = []
-        if self.hasher is not None:
-            self.hasher.shutdown()
-        return results
-
-    def abort(self) -> None:
-        """Best effort after a failure: the original error is what the user must see."""
-        if self.writer is not None:
-            try:
-                self.writer.abort()
-            except Exception:  # noqa: BLE001
-                log.debug("abort of %s failed", self.tmp, exc_info=True)
-        if self.tmp is not None:
-            remove(self.tmp)
-        self.writer = self.tmp = None
-        if self.hasher is not None:
-            self.hasher.shutdown(wait=True)  # finished shards still get recorded
-
-
-def write_shard_from(records: Iterable[Any], sink: ShardSink, plan: EncodePlan, start: int) -> ShardResult | None:
-    """Encode ``records`` (source indexes from ``start``) in this process into the sink's shards."""
-    codec = get_codec(plan.codec) if plan.codec else None
-    try:
-        for unit in units(records, start):
-            sink.add(encode_with(plan, codec, unit))
-        return sink.close_shard()
-    except BaseException:
-        sink.abort()
-        raise
-
-

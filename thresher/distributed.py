@@ -18,23 +18,19 @@ from typing import Any
 from thresher.codecs import get_codec
 from thresher.convert import (
     EncodePlan,
-    ProgressState,
-    ShardResult,
-    ShardSink,
     encode_with,
     first_payload,
     records_per_shard,
-    remove_stale_temporaries,
-    resume_split,
     skip_records,
     take_records,
     units,
-    write_shard_from,
 )
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.manifest import Manifest
+from thresher.progress import ProgressState, remove_stale_temporaries, resume_split
 from thresher.recipe import Recipe
 from thresher.registry import get_recipe
+from thresher.sink import ShardResult, ShardSink, write_shard_from
 
 log = logging.getLogger("thresher")
 
@@ -51,6 +47,7 @@ class ShardTask:
     format: str
     plan: EncodePlan
     out_dir: str
+    generation: str
     key_format: str
     per_shard: int
     skip_bad: bool
@@ -75,7 +72,7 @@ def run_shard(task: ShardTask, shard: int) -> ShardResult | None:
     files = {name: Path(path) for name, path in task.files.items()}
     start = shard * task.per_shard
     records = take_records(skip_records(recipe.records(task.split, files), start), task.per_shard)
-    sink = ShardSink(storage, out_dir / task.split, out_dir, ShardContext(task.plan.schema, task.plan.channel_order),
+    sink = ShardSink(storage, out_dir / task.generation / task.split, out_dir, ShardContext(task.plan.schema, task.plan.channel_order),
                      task.key_format, task.per_shard, skip_bad=task.skip_bad,
                      locate=lambda index: recipe.locate(task.split, index))
     return write_shard_from(records, sink, task.plan, start)
@@ -104,15 +101,16 @@ def convert_split_on_cluster(
     *,
     shard_size: int,
     skip_bad: bool,
+    trusted: ProgressState | None = None,
 ) -> tuple[ProgressState, Path]:
     """Run the shard tasks of one split; resumes after shards a previous run finished."""
     from distributed import as_completed
 
-    split_dir, state = resume_split(out_dir, split, storage, manifest.fingerprint)
+    split_dir, state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint, trusted)
     per_shard = state.records_per_shard or plan_records_per_shard(recipe, split, files, plan, shard_size)
     state.records_per_shard = per_shard
     task = ShardTask(recipe.name, split, {k: str(v) for k, v in files.items()}, storage.name, plan, str(out_dir),
-                     manifest.key_format, per_shard, skip_bad)
+                     manifest.generation, manifest.key_format, per_shard, skip_bad)
     window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
     results: dict[int, ShardResult | None] = {}
     end: int | None = None  # index of the first shard past the end of the split, once known
@@ -151,13 +149,8 @@ def convert_split_on_cluster(
 
 def _record_in_order(state: ProgressState, results: dict[int, ShardResult | None], end: int | None) -> None:
     """Note finished shards in the progress file as soon as all before them are done (for resume)."""
-    changed = False
     while (k := len(state.shards)) in results and (end is None or k < end):
         result = results[k]
         if result is None:
             break
-        state.shards.append(result.entry)
-        state.skip_notes += result.skip_notes
-        changed = True
-    if changed:
-        state.save()
+        state.record(k, result.entry, result.skip_notes)

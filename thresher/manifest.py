@@ -17,8 +17,9 @@ from thresher.errors import CorruptShardError
 from thresher.schema import Schema
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 HASH_CHUNK = 4 << 20
+GENERATION_PREFIX = "gen-"
 
 
 @dataclass
@@ -32,9 +33,10 @@ class FileEntry:
 class ShardEntry:
     path: str  # relative to the format directory: an LMDB directory or a file
     records: int
-    first_key: str
+    first_key: str  # the key of the shard's first source index, stored or skipped
     consumed: int  # records taken from the recipe for this shard, skipped ones included
     skipped: int
+    last_key: str = ""  # the key of the last record stored ("" when every record was skipped)
     files: list[FileEntry] = field(default_factory=list)
 
     @classmethod
@@ -50,6 +52,7 @@ class SplitEntry:
     bytes: int
     skipped: int
     shards: list[ShardEntry]
+    records_per_shard: int = 0  # shard k holds source indexes [k*R, (k+1)*R)
     # Files derived from the shard list (HDF5's files.txt). They hold absolute paths, so they are
     # checked for what they list, not hashed: the manifest stays the same whatever the data root.
     extra_files: list[str] = field(default_factory=list)
@@ -60,6 +63,7 @@ class SplitEntry:
         return cls(
             records=data["records"], bytes=data["bytes"], skipped=data.get("skipped", 0),
             shards=[ShardEntry.from_json(s) for s in data["shards"]],
+            records_per_shard=data.get("records_per_shard", 0),
             extra_files=list(data.get("extra_files", [])),
             skipped_records=list(data.get("skipped_records", [])),
         )
@@ -89,6 +93,7 @@ class Manifest:
     splits: dict[str, SplitEntry]
     created_by: str = ""
     shard_size: int = 1 << 30  # the target asked for; shards are planned by record count from it
+    generation: str = ""  # the directory (beside the manifest) holding this output's shards
     directory: Path | None = None  # where it lives; not serialised
     run: RunReport | None = None  # set by prepare(); not serialised
 
@@ -101,6 +106,12 @@ class Manifest:
             "schema": self.schema.to_json(), "sources": self.sources, "key_format": self.key_format,
             "shard_size": self.shard_size,
         }
+
+    @property
+    def generation_name(self) -> str:
+        """The generation directory this fingerprint writes into: the same options give the same name."""
+        digest = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()
+        return GENERATION_PREFIX + digest[:12]
 
     def summary(self) -> str:
         """One paragraph for people: records and bytes per split, time, and where the output is."""
@@ -132,6 +143,7 @@ class Manifest:
             "layout": self.layout,
             "key_format": self.key_format,
             "shard_size": self.shard_size,
+            "generation": self.generation,
             "options": self.options,
             "schema": self.schema.to_json(),
             "sources": self.sources,
@@ -150,7 +162,9 @@ class Manifest:
     @classmethod
     def from_json(cls, data: dict[str, Any], directory: Path | None = None) -> Manifest:
         if data.get("thresher_manifest") != MANIFEST_VERSION:
-            raise CorruptShardError(f"{directory}: not a thresher manifest of version {MANIFEST_VERSION}")
+            raise CorruptShardError(
+                f"{directory}: not a thresher manifest of version {MANIFEST_VERSION} "
+                f"(written by {data.get('created_by') or 'another version'}); prepare the dataset again")
         return cls(
             recipe=data["recipe"]["name"], recipe_version=data["recipe"]["version"],
             format=data["format"], codec=data["codec"], channel_order=data["channel_order"],
@@ -158,7 +172,7 @@ class Manifest:
             schema=Schema.from_json(data["schema"]), sources=data["sources"],
             splits={k: SplitEntry.from_json(v) for k, v in data["splits"].items()},
             created_by=data.get("created_by", ""), shard_size=data.get("shard_size", 1 << 30),
-            directory=directory,
+            generation=data.get("generation", ""), directory=directory,
         )
 
     @classmethod

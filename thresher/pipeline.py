@@ -2,7 +2,13 @@
 
 Work is split into shards of a target size. Each finished shard is renamed into place and
 noted in ``<split>/.progress.json``, so a killed run resumes after its last finished shard
-and ends with the same bytes as an uninterrupted one. The manifest is written last.
+and ends with the same bytes as an uninterrupted one.
+
+Shards live in a generation directory named after everything that decides their bytes
+(``<format>/gen-<hash>/<split>/``). Preparing with other options writes a new generation
+beside the one readers may be using; writing the manifest, last, switches to it at once,
+then ``<format>/<split>`` is pointed at it and the old generation is removed. A reader
+therefore sees one generation or a clear error, never a mix.
 """
 
 from __future__ import annotations
@@ -20,18 +26,12 @@ from thresher.archive import walking_each_tar_once
 from thresher.atomic import check_free_space, remove
 from thresher.codecs import get_codec
 from thresher.convert import (
-    MAX_SKIP_NOTES,
-    PROGRESS_NAME,
     EncodePlan,
-    ProgressState,
-    ShardResult,
-    ShardSink,
     Unit,
     encode_unit,
     first_payload,
     init_worker,
     records_per_shard,
-    resume_split,
     skip_records,
     unit_size,
     units,
@@ -43,10 +43,13 @@ from thresher.fetch.checksums import read_stamp
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
+from thresher.generations import intact_prefix, link_splits, split_intact, switch_to
 from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry, sha256_file
+from thresher.progress import PROGRESS_NAME, ProgressState, resume_split
 from thresher.recipe import Recipe
 from thresher.registry import get_recipe
 from thresher.schema import Schema
+from thresher.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.transforms import ConvertOptions
 
 log = logging.getLogger("thresher")
@@ -72,13 +75,16 @@ def prepare(
     progress: bool | None = None,
     executor: str = "local",
     scheduler: str | None = None,
+    verify: bool = False,
 ) -> Manifest:
     """Download, verify and convert a dataset; return its manifest. Re-running a finished job does nothing.
 
     ``manifest.run`` says whether there was anything to do and how long it took;
     ``manifest.summary()`` is the one-paragraph report the CLI prints. ``executor="dask"`` runs
     one task per shard on the Dask cluster at ``scheduler`` (the root must be on a filesystem
-    every worker sees); the output is the same as a local run's, byte for byte.
+    every worker sees); the output is the same as a local run's, byte for byte. An existing
+    output is trusted after a check of its files' sizes, or of their hashes with ``verify=True``;
+    a split that fails it is written again from its first damaged shard.
     """
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
@@ -107,29 +113,32 @@ def prepare(
             sources=[source_entry(fn, path) for fn, path in sorted(files.items())],
             splits={}, created_by=f"thresher {__version__}", shard_size=shard_size,
         )
+        manifest.generation = manifest.generation_name
         previous = _previous_manifest(out_dir)
-        if previous is not None and previous.fingerprint == manifest.fingerprint:
-            manifest.splits = {k: v for k, v in previous.splits.items() if k not in wanted}
-            if all(s in previous.splits and _split_intact(out_dir, previous.splits[s]) for s in wanted):
-                log.info("%s: already prepared in %s, nothing to do", recipe.name, out_dir)
-                previous.run = RunReport(True, time.monotonic() - started, wanted)
-                return previous
+        todo, trusted = plan_work(previous, manifest, wanted, out_dir, verify=verify)
+        if previous is not None and not todo:
+            log.info("%s: already prepared in %s, nothing to do", recipe.name, out_dir)
+            link_splits(previous, out_dir)
+            previous.run = RunReport(True, time.monotonic() - started, wanted)
+            return previous
         plan = EncodePlan(recipe.schema, schema, options, codec_name, channel_order)
-        check_free_space(out_dir, _estimated_output_bytes(recipe, wanted, files), "the conversion")
+        check_free_space(out_dir, _estimated_output_bytes(recipe, todo, files), "the conversion")
         client = connect(scheduler) if executor == "dask" else None
         encoders = OrderedPool(encode_unit, workers, init_worker, (plan,)) if client is None else None
+        finisher = ShardFinisher()
         pending: list[tuple[str, PendingSplit]] = []
         try:
-            for split in wanted:
+            for split in todo:
                 if encoders is not None:
                     pending.append((split, convert_split(
-                        recipe, split, files, storage, plan, out_dir, manifest,
-                        encoders=encoders, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
+                        recipe, split, files, storage, plan, out_dir, manifest, encoders=encoders,
+                        finisher=finisher, trusted=trusted.get(split), shard_size=shard_size, skip_bad=skip_bad,
+                        progress=progress,
                     )))
                 else:
                     state, split_dir = convert_split_on_cluster(
                         client, recipe, split, files, storage, plan, out_dir, manifest,
-                        shard_size=shard_size, skip_bad=skip_bad,
+                        shard_size=shard_size, skip_bad=skip_bad, trusted=trusted.get(split),
                     )
                     manifest.splits[split] = split_entry(storage, split_dir, out_dir, state)
             for split, converted in pending:
@@ -141,13 +150,14 @@ def prepare(
                 encoders.terminate()
             raise
         finally:
+            finisher.close()
             if client is not None:
                 client.close()
             if encoders is not None:
                 encoders.close()
-        manifest.write(out_dir)
-        for split in wanted:
-            remove(out_dir / split / PROGRESS_NAME)
+        switch_to(manifest, out_dir)
+        for split in todo:
+            remove(out_dir / manifest.generation / split / PROGRESS_NAME)
     manifest.run = RunReport(False, time.monotonic() - started, wanted)
     return manifest
 
@@ -201,10 +211,32 @@ def _previous_manifest(out_dir: Path) -> Manifest | None:
         return None
 
 
-def _split_intact(out_dir: Path, entry: SplitEntry) -> bool:
-    """Cheap check that a finished split is still there (sizes); ``thresher verify`` re-hashes."""
-    files = [f for shard in entry.shards for f in shard.files]
-    return all((out_dir / f).is_file() for f in entry.extra_files) and all((out_dir / f.path).is_file() and (out_dir / f.path).stat().st_size == f.bytes for f in files)
+def plan_work(previous: Manifest | None, manifest: Manifest, wanted: list[str], out_dir: Path, *, verify: bool
+              ) -> tuple[list[str], dict[str, ProgressState]]:
+    """The splits to convert, and for a damaged finished split the shards that are still good.
+
+    A previous output of the same fingerprint keeps its other splits and its intact ones; one
+    of other options is replaced whole (a new generation), so none of it is kept.
+    """
+    if previous is None or previous.fingerprint != manifest.fingerprint:
+        return list(wanted), {}
+    manifest.splits = {k: v for k, v in previous.splits.items() if k not in wanted}
+    todo: list[str] = []
+    trusted: dict[str, ProgressState] = {}
+    for split in wanted:
+        entry = previous.splits.get(split)
+        if entry is not None and split_intact(out_dir, entry, verify=verify):
+            manifest.splits[split] = entry
+            continue
+        todo.append(split)
+        if entry is not None:
+            good = entry.shards[:intact_prefix(out_dir, entry, verify=verify)]
+            log.warning("%s/%s: %d of %d shards no longer match the manifest; writing the rest again",
+                        out_dir, split, len(entry.shards) - len(good), len(entry.shards))
+            trusted[split] = ProgressState(out_dir / manifest.generation / split / PROGRESS_NAME,
+                                           manifest.fingerprint, entry.records_per_shard, list(good),
+                                           [[] for _ in good])
+    return todo, trusted
 
 
 def _estimated_output_bytes(recipe: Recipe, splits: list[str], files: Mapping[str, Path]) -> int:
@@ -226,25 +258,25 @@ def convert_split(
     manifest: Manifest,
     *,
     encoders: OrderedPool,
+    finisher: ShardFinisher,
+    trusted: ProgressState | None,
     shard_size: int,
     skip_bad: bool,
     progress: bool | None,
 ) -> PendingSplit:
     """Convert one split here, encoding with ``encoders``, resuming after finished shards."""
-    split_dir, state = resume_split(out_dir, split, storage, manifest.fingerprint)
+    split_dir, state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint, trusted)
     start = state.consumed
     stream = skip_records(recipe.records(split, files), start)
     encoded = encoders.map(units(stream, start, unit_size(plan)))
 
     def shard_done(result: ShardResult) -> None:
-        state.shards.append(result.entry)
-        state.skip_notes += result.skip_notes
-        state.save()
+        state.record(result.index, result.entry, result.skip_notes)
 
     sink = ShardSink(storage, split_dir, out_dir, ShardContext(plan.schema, plan.channel_order),
                      manifest.key_format, state.records_per_shard, skip_bad=skip_bad,
                      locate=lambda index: recipe.locate(split, index), on_shard=shard_done,
-                     background_hashing=True)
+                     finisher=finisher)
     bar = _progress_bar(recipe, split, progress, start)
     waiting: list[Unit] = []  # units before the first good record, while the shard plan is unknown
     try:
@@ -306,7 +338,8 @@ def split_entry(storage: StorageFormat, split_dir: Path, out_dir: Path, state: P
         records=sum(s.records for s in state.shards),
         bytes=sum(f.bytes for s in state.shards for f in s.files),
         skipped=sum(s.skipped for s in state.shards),
-        shards=state.shards, extra_files=extra, skipped_records=state.skip_notes[:MAX_SKIP_NOTES],
+        shards=state.shards, records_per_shard=state.records_per_shard or 0, extra_files=extra,
+        skipped_records=state.skip_notes,
     )
 
 

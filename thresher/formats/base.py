@@ -8,6 +8,7 @@ dataset object can be handed to DataLoader worker processes (no handle crosses a
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ class ShardWriter(ABC):
         self.context = context
         self.records = 0
         self.bytes = 0
+        # The first and last key written, set before ``close``; formats that keep no keys (HDF5)
+        # store them so that a reader can check a shard against its manifest entry.
+        self.key_range: tuple[str, str] | None = None
 
     @abstractmethod
     def append(self, key: bytes, payload: Any) -> None:
@@ -127,10 +131,16 @@ class ShardReader(ABC):
 
 class StorageFormat(ABC):
     name: str
+    suffix: str = ""  # after ``shard-NNNNN``: a file extension, or nothing for a directory
     uses_codec: bool = True
 
-    @abstractmethod
-    def shard_name(self, index: int) -> str: ...
+    def shard_name(self, index: int) -> str:
+        return f"shard-{index:05d}{self.suffix}"
+
+    def shard_index(self, name: str) -> int | None:
+        """The index of a shard named ``name``, or None if the name is not one of this format's."""
+        match = re.fullmatch(r"shard-(\d{5,})" + re.escape(self.suffix), name)
+        return int(match.group(1)) if match else None
 
     @abstractmethod
     def writer(self, path: Path, context: ShardContext) -> ShardWriter: ...

@@ -29,6 +29,7 @@ LIST_FILE = "files.txt"
 FLUSH_ROWS = 1024
 CACHE_BYTES = 512 << 20  # shards up to this size are held in memory for random access
 CHUNK_BYTES = 1 << 20
+BLOCK_BYTES = 16 << 20  # at most this much is buffered before a write (fewer rows for big rows)
 BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
 AUDIO_DTYPE = h5py.vlen_dtype(np.int16)
 TEXT_DTYPE = h5py.string_dtype("utf-8")
@@ -83,6 +84,19 @@ def _from_row(f: Field, value: Any, channel_order: str) -> Any:
     if f.kind == "str":
         return value.decode("utf-8") if isinstance(value, bytes) else str(value)
     return value
+
+
+def _is_array_field(f: Field) -> bool:
+    """Fields stored as one fixed-shape numeric array (buffered as arrays of rows, not row lists)."""
+    return f.kind == "int" or (f.kind == "image" and not f.is_encoded)
+
+
+def _take_rows(parts: list[Any], rows: int, arrays: bool) -> tuple[Any, list[Any]]:
+    """The first ``rows`` rows of buffered parts, and the parts left."""
+    if not arrays:
+        return parts[:rows], parts[rows:]
+    joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return joined[:rows], ([joined[rows:]] if len(joined) > rows else [])
 
 
 def _dtype_and_shape(f: Field) -> tuple[Any, tuple[int, ...]]:
@@ -146,17 +160,27 @@ class _DiscardableFile(io.RawIOBase):
 
 
 class Hdf5Writer(ShardWriter):
+    """Rows are buffered and written in blocks of a fixed number of rows counted from the shard's start.
+
+    libhdf5 allocates chunks in the order they are first written, field after field, so the
+    file's bytes depend on the sequence of writes: fixed blocks make that sequence a function
+    of the shard's records alone, whatever batches they arrived in or where a run resumed.
+    """
+
     def __init__(self, path: Path, context: ShardContext) -> None:
         super().__init__(path, context)
         check_schema(context.schema)
         self.raw = _DiscardableFile(path)
         with disk_errors(path, None, HDF5_ERRORS):
             self.file = h5py.File(self.raw, "w", libver="earliest", track_order=False)
-        self.rows: dict[str, list[Any]] = {f.name: [] for f in context.schema}
+        self.parts: dict[str, list[Any]] = {f.name: [] for f in context.schema}  # arrays of rows, or rows
+        self.buffered = 0
         self.datasets: dict[str, h5py.Dataset] = {}
+        total_row_bytes = 0
         for f in context.schema:
             dtype, shape = _dtype_and_shape(f)
             row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else 16
+            total_row_bytes += row_bytes
             chunk_rows = max(1, min(CHUNK_BYTES // row_bytes, FLUSH_ROWS))
             ds = self.file.create_dataset(
                 dataset_name(f), shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
@@ -165,58 +189,64 @@ class Hdf5Writer(ShardWriter):
             ds.attrs["thresher_field"] = f.name
             ds.attrs["thresher_kind"] = f.kind
             self.datasets[f.name] = ds
+        self.block_rows = max(1, min(FLUSH_ROWS, BLOCK_BYTES // total_row_bytes))
 
     def append(self, key: bytes, payload: Any) -> None:
         order = self.context.channel_order
         for f in self.context.schema:
             row = _to_row(f, payload[f.name], order)
-            self.rows[f.name].append(row)
+            if _is_array_field(f):
+                row = np.asarray(row, dtype=np.float32 if f.kind == "image" else np.int32)
+                self.parts[f.name].append(row[np.newaxis])
+            else:
+                self.parts[f.name].append(row)
             self.bytes += row.nbytes if isinstance(row, np.ndarray) else len(str(row))
-        self.records += 1
-        if len(self.rows[self.context.schema.fields[0].name]) >= FLUSH_ROWS:
-            self._flush()
+        self._added(1)
 
     def append_batch(self, keys: list[bytes], batch: Any) -> None:
-        """Fixed-shape image and int columns go in whole; anything else row by row."""
-        order = self.context.channel_order
-        if not all(f.kind == "int" or (f.kind == "image" and not f.is_encoded) for f in self.context.schema):
+        """Fixed-shape image and int columns are converted whole; anything else row by row."""
+        if not all(_is_array_field(f) for f in self.context.schema):
             super().append_batch(keys, batch)
             return
-        self._flush()
-        n = len(keys)
-        with disk_errors(self.path, None, HDF5_ERRORS):
-            for f in self.context.schema:
-                column = np.asarray(batch.columns[f.name])
-                if f.kind == "image":
-                    if order == "BGR":
-                        column = column[..., ::-1]
-                    column = column.transpose(0, 3, 1, 2).astype(np.float32)
-                ds = self.datasets[f.name]
-                start = ds.shape[0]
-                ds.resize(start + n, axis=0)
-                ds[start:] = column
-                self.bytes += column.nbytes
-        self.records += n
+        for f in self.context.schema:
+            column = np.asarray(batch.columns[f.name])
+            if f.kind == "image":
+                if self.context.channel_order == "BGR":
+                    column = column[..., ::-1]
+                column = column.transpose(0, 3, 1, 2).astype(np.float32)
+            else:
+                column = column.astype(np.int32)
+            self.parts[f.name].append(column)
+            self.bytes += column.nbytes
+        self._added(len(keys))
 
-    def _flush(self) -> None:
+    def _added(self, rows: int) -> None:
+        self.records += rows
+        self.buffered += rows
+        while self.buffered >= self.block_rows:
+            self._write_block(self.block_rows)
+
+    def _write_block(self, rows: int) -> None:
+        """Write the first ``rows`` buffered rows of every field, in schema order."""
         with disk_errors(self.path, None, HDF5_ERRORS):
             for f in self.context.schema:
-                rows = self.rows[f.name]
-                if not rows:
-                    continue
+                block, self.parts[f.name] = _take_rows(self.parts[f.name], rows, _is_array_field(f))
                 ds = self.datasets[f.name]
                 start = ds.shape[0]
-                ds.resize(start + len(rows), axis=0)
+                ds.resize(start + rows, axis=0)
                 if ds.dtype.kind == "O":
-                    for i, row in enumerate(rows):
+                    for i, row in enumerate(block):
                         ds[start + i] = row
                 else:
-                    ds[start:] = np.stack(rows) if ds.ndim > 1 else np.asarray(rows, dtype=ds.dtype)
-                rows.clear()
+                    ds[start:] = block
+        self.buffered -= rows
 
     def close(self) -> None:
-        self._flush()
+        if self.buffered:
+            self._write_block(self.buffered)
         with disk_errors(self.path, None, HDF5_ERRORS):
+            if self.key_range is not None:
+                self.file.attrs["thresher_first_key"], self.file.attrs["thresher_last_key"] = self.key_range
             self.file.flush()
             self.file.close()
             os.fsync(self.raw.file.fileno())
@@ -296,10 +326,9 @@ class Hdf5Reader(ShardReader):
 
 class Hdf5Format(StorageFormat):
     name = "hdf5"
+    suffix = ".h5"
     uses_codec = False
 
-    def shard_name(self, index: int) -> str:
-        return f"shard-{index:05d}.h5"
 
     def writer(self, path: Path, context: ShardContext) -> ShardWriter:
         return Hdf5Writer(path, context)

@@ -40,21 +40,29 @@ class LmdbWriter(ShardWriter):
         self.pending_bytes = 0
 
     def append(self, key: bytes, payload: Any) -> None:
-        self.pending.append((key, payload))
-        self.pending_bytes += len(key) + len(payload)
-        self.records += 1
-        self.bytes += len(payload)
-        if self.pending_bytes >= COMMIT_BYTES:
-            self._commit()
+        self.append_many([key], [payload])
 
     def append_many(self, keys: list[bytes], payloads: list[Any]) -> None:
-        self.pending.extend(zip(keys, payloads, strict=True))
-        size = sum(map(len, payloads))
-        self.pending_bytes += size + sum(map(len, keys))
+        """Queue records, committing whenever ``COMMIT_BYTES`` have gathered since the last commit.
+
+        A commit falls after the record that reaches the threshold, wherever the call's
+        boundaries lie, so commit points (and so the file's pages) depend only on the shard's
+        records, never on how a run or task batched them or where it resumed.
+        """
         self.records += len(payloads)
-        self.bytes += size
-        if self.pending_bytes >= COMMIT_BYTES:
-            self._commit()
+        start = 0
+        pending_bytes = self.pending_bytes
+        for i, (key, payload) in enumerate(zip(keys, payloads, strict=True)):
+            size = len(payload)
+            self.bytes += size
+            pending_bytes += len(key) + size
+            if pending_bytes >= COMMIT_BYTES:
+                self.pending.extend(zip(keys[start:i + 1], payloads[start:i + 1], strict=True))
+                self.pending_bytes = pending_bytes
+                self._commit()
+                start, pending_bytes = i + 1, 0
+        self.pending.extend(zip(keys[start:], payloads[start:], strict=True))
+        self.pending_bytes = pending_bytes
 
     def flush(self) -> None:
         self._commit()
@@ -195,8 +203,6 @@ class LmdbReader(ShardReader):
 class LmdbFormat(StorageFormat):
     name = "lmdb"
 
-    def shard_name(self, index: int) -> str:
-        return f"shard-{index:05d}"
 
     def writer(self, path: Path, context: ShardContext) -> ShardWriter:
         return LmdbWriter(path, context)

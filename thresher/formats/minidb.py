@@ -118,9 +118,8 @@ def index_records(data: Any, path: Path) -> list[tuple[int, int, int]]:
 
 class MinidbFormat(StorageFormat):
     name = "minidb"
+    suffix = ".minidb"
 
-    def shard_name(self, index: int) -> str:
-        return f"shard-{index:05d}.minidb"
 
     def writer(self, path: Path, context: ShardContext) -> ShardWriter:
         return MinidbWriter(path, context)
