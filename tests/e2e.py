@@ -61,3 +61,19 @@ def in_generation(out: Path, relative: str) -> Path:
     """``out/<split>/<rest>`` as the manifest and errors name it: inside the split's generation directory."""
     split, rest = relative.split("/", 1)
     return out / os.readlink(out / split) / rest
+
+
+def tree_bytes(directory: Path) -> dict[str, bytes]:
+    """Every output file's bytes, but the lock (the last holder's pid) and the stamps (file times).
+
+    HDF5 list files hold absolute paths, so they are compared relative to the directory.
+    Split links are compared by their targets.
+    """
+    out = {}
+    for p in sorted(directory.rglob("*")):
+        name = str(p.relative_to(directory))
+        if p.is_symlink():
+            out[name] = os.readlink(p).encode()
+        elif p.is_file() and not p.name.endswith(".lock") and p.name != ".stamps.json":
+            out[name] = p.read_bytes().replace(str(directory.resolve()).encode(), b"<root>")
+    return out

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e import Mirror
+from e2e import Mirror, tree_bytes
 from server import LoopbackServer
 
 import thresher
@@ -21,11 +21,6 @@ def cluster():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, worker_dashboard_address=None) as local:
         yield local
-
-
-def tree_bytes(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes().replace(str(directory.resolve()).encode(), b"<root>")
-            for p in sorted(directory.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
 
 
 def common(mirror: Mirror, server: LoopbackServer, name: str) -> dict:

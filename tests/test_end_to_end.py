@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e import FORMAT_CODECS, Mirror, assert_same_records, recipe_supports
+from e2e import FORMAT_CODECS, Mirror, assert_same_records, recipe_supports, tree_bytes
 from server import LoopbackServer
 
 import thresher
@@ -57,11 +57,7 @@ def test_prepare_is_deterministic_and_a_rerun_does_nothing(mirror: Mirror, mirro
         result = run_prepare("cifar10", mirror, mirror_server, tmp_path / run, format="lmdb")
         assert not result.run.already_done
         outputs.append(result.directory)
-    files_a = sorted(p.relative_to(outputs[0]) for p in outputs[0].rglob("*") if p.is_file() and "lock" not in p.name)
-    files_b = sorted(p.relative_to(outputs[1]) for p in outputs[1].rglob("*") if p.is_file() and "lock" not in p.name)
-    assert files_a == files_b and files_a
-    for rel in files_a:
-        assert (outputs[0] / rel).read_bytes() == (outputs[1] / rel).read_bytes(), rel
+    assert tree_bytes(outputs[0]) == tree_bytes(outputs[1]) and tree_bytes(outputs[0])
     before = {p: p.stat().st_mtime_ns for p in outputs[0].rglob("*") if p.is_file() and "lock" not in p.name}
     again = run_prepare("cifar10", mirror, mirror_server, tmp_path / "a", format="lmdb")
     assert again.run.already_done and "already prepared" in again.summary()

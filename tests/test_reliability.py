@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from e2e import Mirror, build_mirror, in_generation
+from e2e import Mirror, build_mirror, in_generation, tree_bytes
 from reliability_matrix import scenario
 from server import LoopbackServer
 
@@ -31,17 +31,6 @@ from thresher.verify import verify
 
 def prepare_kwargs(mirror: Mirror, mirror_server: LoopbackServer, name: str) -> dict:
     return {"mirror": mirror_server.url, "offline": True, "checksums": str(mirror.checksums[name]), "progress": False}
-
-
-def tree_bytes(directory: Path) -> dict[str, bytes]:
-    """Every output file's bytes, lock files aside (they hold the last holder's pid); HDF5 list
-    files hold absolute paths, so they are compared relative to their own directory."""
-    out = {}
-    for p in sorted(directory.rglob("*")):
-        if p.is_file() and not p.name.endswith(".lock"):
-            data = p.read_bytes()
-            out[str(p.relative_to(directory))] = data.replace(str(directory.resolve()).encode(), b"<root>")
-    return out
 
 
 PAUSING_RUN = """

@@ -57,6 +57,10 @@ class CorruptShardError(ThresherError):
     """A shard does not match its manifest, or a record in it does not decode."""
 
 
+class DatasetReplacedError(ThresherError):
+    """The output was prepared again after this dataset was opened; its shards are gone."""
+
+
 class DiskSpaceError(ThresherError):
     """Not enough free space, or the disk filled up while writing."""
 

@@ -43,7 +43,7 @@ from thresher.fetch.checksums import read_stamp
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
-from thresher.generations import intact_prefix, link_splits, split_intact, switch_to
+from thresher.generations import Stamps, intact_prefix, link_splits, split_intact, switch_to
 from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry, sha256_file
 from thresher.progress import PROGRESS_NAME, ProgressState, resume_split
 from thresher.recipe import Recipe
@@ -223,14 +223,15 @@ def plan_work(previous: Manifest | None, manifest: Manifest, wanted: list[str], 
     manifest.splits = {k: v for k, v in previous.splits.items() if k not in wanted}
     todo: list[str] = []
     trusted: dict[str, ProgressState] = {}
+    stamps = Stamps(out_dir)
     for split in wanted:
         entry = previous.splits.get(split)
-        if entry is not None and split_intact(out_dir, entry, verify=verify):
+        if entry is not None and split_intact(out_dir, entry, verify=verify, stamps=stamps):
             manifest.splits[split] = entry
             continue
         todo.append(split)
         if entry is not None:
-            good = entry.shards[:intact_prefix(out_dir, entry, verify=verify)]
+            good = entry.shards[:intact_prefix(out_dir, entry, verify=verify, stamps=stamps)]
             log.warning("%s/%s: %d of %d shards no longer match the manifest; writing the rest again",
                         out_dir, split, len(entry.shards) - len(good), len(entry.shards))
             trusted[split] = ProgressState(out_dir / manifest.generation / split / PROGRESS_NAME,

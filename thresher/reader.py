@@ -8,6 +8,7 @@ process, so a dataset can be given to DataLoader workers (no LMDB handle crosses
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from thresher.codecs import get_codec
-from thresher.errors import CorruptShardError
+from thresher.errors import CorruptShardError, DatasetReplacedError, ThresherError
 from thresher.formats import ShardContext, ShardReader, get_format
-from thresher.manifest import MANIFEST_NAME, Manifest
+from thresher.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from thresher.schema import Schema
+from thresher.tiling import split_problems
 from thresher.transforms import decode_audio, decode_image
 
 
@@ -57,9 +59,17 @@ class Dataset:
         storage = get_format(manifest.format)
         context = ShardContext(manifest.schema, manifest.channel_order)
         entry = manifest.splits[split]
+        problems = split_problems(entry, directory=f"{manifest.generation}/{split}", key_format=manifest.key_format,
+                                  shard_name=storage.shard_name)
+        if problems:
+            raise CorruptShardError(f"{manifest.directory / MANIFEST_NAME}: split {split!r} is inconsistent: "
+                                    + "; ".join(problems[:3]) + f". {REMEDY}")
+        self.entries = entry.shards
         self.shards: list[ShardReader] = [
             storage.reader(manifest.directory / shard.path, context) for shard in entry.shards
         ]
+        self._checked: set[int] = set()  # shards found to agree with their entries, in this process
+        self._checked_pid = os.getpid()
         self._starts = list(np.cumsum([0] + [s.records for s in entry.shards[:-1]])) if entry.shards else []
         self._length = entry.records
         self._codec = get_codec(manifest.codec) if manifest.codec else None
@@ -86,18 +96,41 @@ class Dataset:
         else:
             shard_no = bisect.bisect_right(self._starts, index) - 1
             local = index - int(self._starts[shard_no])
-        shard = self.shards[shard_no]
-        try:
-            key, payload = shard.read(local)
-        except IndexError:
-            expected = self.manifest.splits[self.split].shards[shard_no].records
-            raise CorruptShardError(f"{shard.path}: holds {len(shard)} records but the manifest says {expected}") from None
+        shard = self.shard(shard_no)
+        key, payload = shard.read(local)
         return self._record(shard, local, key, payload)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for shard in self.shards:
+        for shard_no in range(len(self.shards)):
+            shard = self.shard(shard_no)
             for local, (key, payload) in enumerate(shard.iterate()):
                 yield self._record(shard, local, key, payload)
+
+    def shard(self, shard_no: int) -> ShardReader:
+        """Shard ``shard_no``, checked against its manifest entry the first time this process uses it."""
+        if shard_no in self._checked and self._checked_pid == os.getpid():
+            return self.shards[shard_no]
+        if self._checked_pid != os.getpid():
+            self._checked, self._checked_pid = set(), os.getpid()
+        shard = self.shards[shard_no]
+        try:
+            check_shard(shard, self.entries[shard_no])
+        except (ThresherError, OSError) as exc:
+            self._raise_if_replaced(exc)
+            raise
+        self._checked.add(shard_no)
+        return shard
+
+    def _raise_if_replaced(self, cause: BaseException) -> None:
+        """A shard that cannot be read because a newer generation replaced this one is not damage."""
+        try:
+            current = Manifest.read(self.manifest.directory).generation  # type: ignore[arg-type]
+        except (ThresherError, OSError):
+            return
+        if current != self.manifest.generation:
+            raise DatasetReplacedError(
+                f"{self.manifest.directory}: prepared again since this dataset was opened (its shards, "
+                f"{self.manifest.generation}, are replaced by {current}); open it again") from cause
 
     def _record(self, shard: ShardReader, local: int, key: bytes, payload: Any) -> dict[str, Any]:
         if self._codec is not None:
@@ -141,7 +174,7 @@ class Dataset:
         parts = []
         while start < stop:
             shard_no = bisect.bisect_right(self._starts, start) - 1
-            shard, first = self.shards[shard_no], int(self._starts[shard_no])
+            shard, first = self.shard(shard_no), int(self._starts[shard_no])
             end = min(stop, first + self.manifest.splits[self.split].shards[shard_no].records)
             parts.append(self._shard_columns(shard, start - first, end - first))
             start = end
@@ -154,7 +187,7 @@ class Dataset:
         values = []
         for index in indices:
             shard_no = bisect.bisect_right(self._starts, index) - 1
-            values.append(self.shards[shard_no].read(int(index - self._starts[shard_no]))[1])
+            values.append(self.shard(shard_no).read(int(index - self._starts[shard_no]))[1])
         return self._decode_columns(values, f"records of {self.split}")
 
     def _shard_columns(self, shard: ShardReader, start: int, stop: int) -> dict[str, Any]:
@@ -190,6 +223,28 @@ class Dataset:
     def close(self) -> None:
         for shard in self.shards:
             shard.close()
+
+
+REMEDY = "Run `thresher verify` on it, and prepare the dataset again to rewrite what is damaged"
+
+
+def check_shard(shard: ShardReader, entry: ShardEntry) -> None:
+    """A shard must hold the records its entry says: their number, and its first and last key.
+
+    A shard file that belongs to another place in the split (or another run) fails here,
+    before any of its records is handed out as if it were the one the manifest names.
+    """
+    count = len(shard)
+    if count != entry.records:
+        raise CorruptShardError(f"{shard.path}: holds {count} records, the manifest says {entry.records}. {REMEDY}")
+    keys = shard.key_range()
+    if keys is None:
+        return
+    first, last = keys
+    if last != entry.last_key or not entry.first_key <= first <= last:
+        raise CorruptShardError(
+            f"{shard.path}: holds keys {first}..{last}, the manifest says {entry.first_key}..{entry.last_key}. "
+            f"{REMEDY}")
 
 
 def _stack_if_same(arrays: list[Any]) -> Any:

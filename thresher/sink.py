@@ -101,6 +101,7 @@ class ShardSink:
         self.tmp: Path | None = None
         self.consumed = 0
         self.skipped = 0
+        self.first_index: int | None = None  # of the records stored in the open shard
         self.last_index: int | None = None
         self.notes: list[str] = []
 
@@ -138,13 +139,18 @@ class ShardSink:
                 self._skip(payload, index + offset)
             else:
                 self.writer.append((self.key_format % (index + offset)).encode(), payload)
-                self.last_index = index + offset
+                self._stored(index + offset, index + offset)
             self.consumed += 1
 
     def _wrote(self, last_index: int, count: int) -> None:
         if count:
-            self.last_index = last_index
+            self._stored(last_index - count + 1, last_index)
             self.consumed += count
+
+    def _stored(self, first: int, last: int) -> None:
+        if self.first_index is None:
+            self.first_index = first
+        self.last_index = last
 
     def _skip(self, bad: BadRecord, index: int) -> None:
         if not bad.source:
@@ -162,7 +168,7 @@ class ShardSink:
         self.writer = self.storage.writer(self.tmp, self.context)
         self.shard = shard
         self.consumed = self.skipped = 0
-        self.last_index = None
+        self.first_index = self.last_index = None
         self.notes = []
 
     def close_shard(self) -> ShardResult | None:
@@ -174,8 +180,8 @@ class ShardSink:
         if self.writer is None or self.tmp is None or self.shard is None or self.per_shard is None:
             return None
         writer, tmp, index = self.writer, self.tmp, self.shard
-        if self.last_index is not None:
-            writer.key_range = (self.key_format % (index * self.per_shard), self.key_format % self.last_index)
+        if self.first_index is not None and self.last_index is not None:
+            writer.key_range = (self.key_format % self.first_index, self.key_format % self.last_index)
         writer.flush()
         final = self.split_dir / self.storage.shard_name(index)
         entry = ShardEntry(path=final.relative_to(self.out_dir).as_posix(), records=writer.records,

@@ -118,6 +118,12 @@ class ShardReader(ABC):
         for i in range(start, stop):
             yield self.read(i)
 
+    def key_range(self) -> tuple[str, str] | None:
+        """The first and last key stored (None when empty), to check the shard against its manifest entry."""
+        if len(self) == 0:
+            return None
+        return self.read(0)[0].decode(errors="replace"), self.read(len(self) - 1)[0].decode(errors="replace")
+
     def close(self) -> None:
         self._pid = None
 

@@ -162,9 +162,9 @@ class _DiscardableFile(io.RawIOBase):
 class Hdf5Writer(ShardWriter):
     """Rows are buffered and written in blocks of a fixed number of rows counted from the shard's start.
 
-    libhdf5 allocates chunks in the order they are first written, field after field, so the
-    file's bytes depend on the sequence of writes: fixed blocks make that sequence a function
-    of the shard's records alone, whatever batches they arrived in or where a run resumed.
+    The file's layout follows the sequence of resizes and writes; fixed blocks make that
+    sequence a function of the shard's records alone, whatever batches they arrived in or
+    where a run resumed, and bound the memory a block of large images takes.
     """
 
     def __init__(self, path: Path, context: ShardContext) -> None:
@@ -317,6 +317,17 @@ class Hdf5Reader(ShardReader):
         except OSError as exc:
             raise CorruptShardError(f"{self.path}: record {index} cannot be read: {exc}") from exc
         return b"", record
+
+    def key_range(self) -> tuple[str, str] | None:
+        """HDF5 keeps no keys per record; the writer stored the first and last as attributes."""
+        self._ensure_open()
+        if self._length == 0:
+            return None
+        try:
+            first, last = self.file.attrs["thresher_first_key"], self.file.attrs["thresher_last_key"]
+        except KeyError:
+            raise CorruptShardError(f"{self.path}: the attributes naming its first and last key are missing") from None
+        return str(first), str(last)
 
     def close(self) -> None:
         if self._pid is not None:
