@@ -12,7 +12,7 @@ import re
 MAX_WORKERS = 512  # more processes than any one machine runs usefully; a typo like 10000 would fork-bomb it
 MAX_SHARD_SIZE = 1 << 40  # 1 TiB: past this a "shard" is the whole dataset, and a copy of it rarely fits anywhere
 # Each resized side at most 8192 pixels: covers 8K frames (7680x4320) and large tiles, keeps one resized
-# image under Pillow's decompression-bomb threshold, and so one raw RGB record under 192 MiB.
+# image under Pillow's decompression-bomb threshold and one raw RGB record at most 192 MiB.
 MAX_RESIZE_SIDE = 8192
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
