@@ -6,6 +6,7 @@ from pathlib import Path
 
 from thresher.atomic import human_bytes
 from thresher.errors import DownloadError, ManualDownloadRequired
+from thresher.fetch.checksums import read_checksums_file
 from thresher.fetch.downloader import fetch_sources
 from thresher.recipe import Recipe
 
@@ -27,16 +28,22 @@ def download(
             checksums_file=checksums, progress=progress, update_checksums=update_checksums,
         )
     except ManualDownloadRequired as exc:
-        exc.args = (manual_instructions(recipe, download_dir), *exc.args[1:])
+        exc.args = (manual_instructions(recipe, download_dir, checksums=checksums), *exc.args[1:])
         raise
     except DownloadError as exc:
         # Same exception object, so callers keep its attributes (filename, attempts, ...).
-        exc.args = (f"{exc}\n\n{manual_instructions(recipe, download_dir, host_down=True)}", *exc.args[1:])
+        screen = manual_instructions(recipe, download_dir, host_down=True, checksums=checksums)
+        exc.args = (f"{exc}\n\n{screen}", *exc.args[1:])
         raise
 
 
-def manual_instructions(recipe: Recipe, download_dir: Path, *, host_down: bool = False) -> str:
-    """One screen: what to fetch, from where, names, sizes, checksums, and the exact directory."""
+def manual_instructions(recipe: Recipe, download_dir: Path, *, host_down: bool = False,
+                        checksums: Path | None = None) -> str:
+    """One screen: what to fetch, from where, names, sizes, checksums, and the exact directory.
+
+    With a ``--checksums`` file its values are shown, since they, not the recipe's, are enforced.
+    """
+    overrides = read_checksums_file(checksums) if checksums else {}
     lines = []
     if host_down:
         lines.append(f"If the hosts stay unreachable, fetch the files of {recipe.name} yourself:")
@@ -46,13 +53,16 @@ def manual_instructions(recipe: Recipe, download_dir: Path, *, host_down: bool =
         lines.append(recipe.manual_instructions.strip())
     lines.append(f"Put these files in {Path(download_dir).absolute()}/ :")
     for source in recipe.sources:
+        size, sha256, md5 = source.size, source.sha256, source.md5
+        if source.filename in overrides:
+            (size, sha256), md5 = overrides[source.filename], None
         checks = []
-        if source.size:
-            checks.append(f"{source.size:,} bytes ({human_bytes(source.size)})")
-        if source.sha256:
-            checks.append(f"sha256 {source.sha256}")
-        elif source.md5:
-            checks.append(f"md5 {source.md5}")
+        if size:
+            checks.append(f"{size:,} bytes ({human_bytes(size)})")
+        if sha256:
+            checks.append(f"sha256 {sha256}")
+        elif md5:
+            checks.append(f"md5 {md5}")
         else:
             checks.append("no checksum published: the first one you place is recorded")
         lines.append(f"  {source.filename}  " + ", ".join(checks))

@@ -7,9 +7,15 @@ import logging
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from thresher import inputs
 from thresher.atomic import human_bytes
+from thresher.pathcheck import check_directory, check_output_file, check_readable_file, describe_os_error
+
+T = TypeVar("T")
 
 NETWORK_HELP = "where to fetch from, and what to trust"
 
@@ -23,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args) or 0
-    except (ThresherError, KeyError, ValueError, FileNotFoundError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except (ThresherError, KeyError, ValueError, OSError) as exc:
+        if isinstance(exc, OSError):
+            message = describe_os_error(exc)
+        else:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"thresher: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -58,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=("datum", "tensorprotos"),
                    help="value encoding for lmdb/minidb (default: datum for image+label, else tensorprotos)")
     p.add_argument("--splits", nargs="+", help="only these splits (default: all)")
-    p.add_argument("--workers", type=int, default=1, help="conversion processes (output is the same for any N)")
+    p.add_argument("--workers", type=_workers, default=1, help="conversion processes (output is the same for any N)")
     p.add_argument("--executor", choices=("local", "dask"), default="local",
                    help="dask: one task per shard on a Dask cluster (same output as local)")
     p.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")
@@ -80,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("-n", type=int, default=3, help="records to show per split")
     p.set_defaults(run=cmd_inspect)
+
+    p = commands.add_parser("relocate", help="after moving an output: rewrite the shard lists that name it "
+                                             "by absolute path (HDF5 files.txt)")
+    p.add_argument("path", type=Path, help="a format directory (or one split directory) at its new place")
+    p.set_defaults(run=cmd_relocate)
 
     p = commands.add_parser("show", help="a contact sheet of images (or waveform strips) with labels")
     p.add_argument("path", type=Path, help="a split directory")
@@ -111,24 +125,32 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
 
 
-def _size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser of :mod:`thresher.inputs`: its ValueError becomes the usage error."""
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def _resize(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 256x256, got {text!r}") from None
-    return height, width
+_workers = _argument(inputs.parse_workers)
+_size = _argument(inputs.parse_size)
+_resize = _argument(inputs.parse_resize)
 
 
 def _downloads(args: argparse.Namespace) -> Path:
     return args.download_dir or args.root / args.name / "downloads"
+
+
+def _check_fetch_paths(args: argparse.Namespace) -> None:
+    """Before any download: the download directory can be written and ``--checksums`` read."""
+    check_directory(_downloads(args), "--download-dir" if args.download_dir else "--root")
+    if args.checksums is not None:
+        check_readable_file(args.checksums, "--checksums")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -186,6 +208,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     from thresher.acquire import download
     from thresher.registry import get_recipe
 
+    _check_fetch_paths(args)
     files = download(get_recipe(args.name), _downloads(args), mirror=args.mirror, offline=args.offline,
                      checksums=args.checksums, progress=args.progress)
     for _, path in sorted(files.items()):
@@ -197,14 +220,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from thresher.pipeline import DEFAULT_SHARD_SIZE, prepare
     from thresher.transforms import ConvertOptions
 
+    check_directory(args.root / args.name / args.format, "--root")
+    _check_fetch_paths(args)
     options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
     manifest = prepare(
         args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits,
         workers=args.workers, options=options, mirror=args.mirror, offline=args.offline,
         checksums=args.checksums, download_dir=args.download_dir,
-        shard_size=args.shard_size or DEFAULT_SHARD_SIZE, skip_bad=args.skip_bad, progress=args.progress,
-        executor=args.executor, scheduler=args.scheduler,
+        shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, skip_bad=args.skip_bad,
+        progress=args.progress, executor=args.executor, scheduler=args.scheduler,
     )
     print(manifest.summary())
     return 0
@@ -216,6 +241,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify(args.path, decode=not args.no_decode)
     for problem in report.problems:
         print(f"FAIL {problem}")
+    for warning in report.warnings:
+        print(f"WARNING {warning}")
     state = "OK" if report.ok else f"{len(report.problems)} problem(s)"
     print(f"{report.directory}: {report.files} files hashed, {report.records:,} records decoded: {state}")
     return 0 if report.ok else 1
@@ -228,10 +255,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relocate(args: argparse.Namespace) -> int:
+    from thresher.relocate import relocate
+
+    written = relocate(args.path)
+    for path in written:
+        print(f"rewrote {path}")
+    if not written:
+        print(f"{args.path}: nothing to rewrite; this format names no shard by absolute path")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     import thresher
     from thresher.show import contact_sheet
 
+    check_output_file(args.output, "-o")
     dataset = thresher.open(args.path)
     print(contact_sheet(dataset, args.output, count=args.n))
     return 0
@@ -243,6 +282,7 @@ def cmd_checksums(args: argparse.Namespace) -> int:
 
     recipe = get_recipe(args.name)
     directory = _downloads(args)
+    check_directory(directory, "--download-dir" if args.download_dir else "--root", writable=args.update)
     filenames = [s.filename for s in recipe.sources]
     if args.update:
         rows = accept_current_files(directory, filenames)

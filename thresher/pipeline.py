@@ -44,6 +44,7 @@ from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
 from thresher.generations import Stamps, intact_prefix, link_splits, split_intact, switch_to
+from thresher.inputs import check_shard_size, check_workers
 from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry, sha256_file
 from thresher.progress import PROGRESS_NAME, ProgressState, resume_split
 from thresher.recipe import Recipe
@@ -88,6 +89,8 @@ def prepare(
     """
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
+    check_workers(workers)
+    check_shard_size(shard_size)
     started = time.monotonic()
     recipe = get_recipe(name)
     storage = get_format(format)

@@ -43,8 +43,13 @@ def open(path: str | Path, split: str | None = None, *, decode: bool = True) -> 
     else:
         raise FileNotFoundError(f"{path}: no {MANIFEST_NAME} here or in the parent; prepare the dataset first")
     if split not in manifest.splits:
-        raise KeyError(f"{manifest.directory}: no split {split!r}; prepared splits: {sorted(manifest.splits)}")
+        raise no_split(manifest, split)
     return Dataset(manifest, split, decode=decode)
+
+
+def no_split(manifest: Manifest, split: str) -> KeyError:
+    """The error for a split the manifest does not hold, listing the ones it does."""
+    return KeyError(f"{manifest.directory}: no split {split!r}; prepared splits: {sorted(manifest.splits)}")
 
 
 class Dataset:

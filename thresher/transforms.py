@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from thresher.inputs import check_resize
 from thresher.recipe import BadRecord, Record
 from thresher.schema import Field, Schema
 
@@ -38,8 +39,8 @@ class ConvertOptions:
             raise ValueError(f"audio encoding must be one of {AUDIO_ENCODINGS}, not {self.audio_encoding!r}")
         if self.channel_order not in (None, "RGB", "BGR"):
             raise ValueError(f"channel order must be RGB or BGR, not {self.channel_order!r}")
-        if self.resize is not None and (len(self.resize) != 2 or min(self.resize) < 1):
-            raise ValueError(f"resize must be (height, width) of positive sizes, not {self.resize!r}")
+        if self.resize is not None:
+            check_resize(self.resize)
 
     def to_json(self) -> dict[str, Any]:
         return {

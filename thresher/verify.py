@@ -8,7 +8,7 @@ from pathlib import Path
 from thresher.errors import CorruptShardError, ThresherError
 from thresher.formats import get_format
 from thresher.manifest import MANIFEST_NAME, Manifest, sha256_file
-from thresher.reader import Dataset
+from thresher.reader import Dataset, no_split
 from thresher.tiling import split_problems
 
 
@@ -18,6 +18,7 @@ class VerifyReport:
     records: int = 0
     files: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # stale but harmless to the data; printed, not failed
 
     @property
     def ok(self) -> bool:
@@ -31,7 +32,10 @@ def locate_manifest(path: Path) -> tuple[Manifest, list[str]]:
         manifest = Manifest.read(path)
         return manifest, sorted(manifest.splits)
     if (path.parent / MANIFEST_NAME).exists():
-        return Manifest.read(path.parent), [path.name]
+        manifest = Manifest.read(path.parent)
+        if path.name not in manifest.splits:
+            raise no_split(manifest, path.name)
+        return manifest, [path.name]
     raise FileNotFoundError(f"{path}: no {MANIFEST_NAME} here or in the parent directory")
 
 
@@ -51,7 +55,9 @@ def verify(path: str | Path, *, decode: bool = True) -> VerifyReport:
         report.problems += [f"{manifest.directory / MANIFEST_NAME}: {problem}" for problem in tiling]
         hashes_ok = not tiling
         shard_paths = [manifest.directory / s.path for s in entry.shards]
-        report.problems += storage.check_split_files(manifest.directory / split, shard_paths)
+        listed = storage.check_split_files(manifest.directory / split, shard_paths)
+        report.problems += listed.problems
+        report.warnings += listed.warnings
         for f in files:
             report.files += 1
             target = manifest.directory / f.path

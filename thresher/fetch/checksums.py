@@ -190,6 +190,12 @@ def read_checksums_file(path: Path) -> dict[str, tuple[int | None, str]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ThresherError(f"{path}: checksums file not found") from None
+    except IsADirectoryError:
+        raise ThresherError(f"{path}: is a directory, not a checksums file") from None
+    except OSError as exc:
+        raise ThresherError(f"{path}: cannot read the checksums file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ThresherError(f"{path}: not a text checksums file ({exc.reason} at byte {exc.start})") from None
     return parse_checksums(text, str(path))
 
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from thresher.schema import Schema
 
@@ -135,6 +135,13 @@ class ShardReader(ABC):
         self.__dict__.update(state)
 
 
+class SplitFilesCheck(NamedTuple):
+    """What ``check_split_files`` found: problems fail ``verify``; warnings are printed and do not."""
+
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
 class StorageFormat(ABC):
     name: str
     suffix: str = ""  # after ``shard-NNNNN``: a file extension, or nothing for a directory
@@ -158,6 +165,6 @@ class StorageFormat(ABC):
         """Extra files a split needs beside its shards (HDF5's list file); written after the shards."""
         return []
 
-    def check_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[str]:
-        """Problems with those extra files, for ``thresher verify``."""
-        return []
+    def check_split_files(self, split_dir: Path, shard_paths: list[Path]) -> SplitFilesCheck:
+        """Problems with those extra files, for ``thresher verify``, and what is stale but harmless to the data."""
+        return SplitFilesCheck()

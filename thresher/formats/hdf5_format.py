@@ -22,7 +22,7 @@ import numpy as np
 from thresher.atomic import disk_errors, write_bytes_atomic
 from thresher.codecs.base import interleave
 from thresher.errors import CorruptShardError, UnsupportedCodecError
-from thresher.formats.base import ShardContext, ShardReader, ShardWriter, StorageFormat
+from thresher.formats.base import ShardContext, ShardReader, ShardWriter, SplitFilesCheck, StorageFormat
 from thresher.schema import Field, Schema
 
 LIST_FILE = "files.txt"
@@ -351,19 +351,26 @@ class Hdf5Format(StorageFormat):
         """``files.txt``: one absolute shard path per line, as Caffe's HDF5Data ``source:`` reads it.
 
         Caffe opens these paths relative to its working directory, so only absolute ones work
-        from anywhere; the file is rewritten by ``prepare`` if the data root moves.
+        from anywhere; after the output is moved, ``thresher relocate`` rewrites the file.
         """
         listing = split_dir / LIST_FILE
         write_bytes_atomic(listing, "".join(f"{p.resolve()}\n" for p in shard_paths).encode())
         return [listing]
 
-    def check_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[str]:
+    def check_split_files(self, split_dir: Path, shard_paths: list[Path]) -> SplitFilesCheck:
+        """A listing of the same shards at another place means the output moved: stale, not corrupt."""
         listing = split_dir / LIST_FILE
         try:
-            listed = [Path(line) for line in listing.read_text().split()]
+            listed = [Path(line) for line in listing.read_text().splitlines() if line]
         except FileNotFoundError:
-            return [f"{listing}: missing"]
+            return SplitFilesCheck(problems=(f"{listing}: missing",))
         wanted = [p.resolve() for p in shard_paths]
-        if listed != wanted:
-            return [f"{listing}: lists {[str(p) for p in listed]}, the split's shards are {[str(p) for p in wanted]}"]
-        return []
+        if listed == wanted:
+            return SplitFilesCheck()
+        if [p.parts[-2:] for p in listed] == [p.parts[-2:] for p in wanted]:
+            old = listed[0].parent.parent if listed else "another directory"
+            return SplitFilesCheck(warnings=(
+                f"{listing}: lists the shards at their old place {old}, so Caffe would not find them here; "
+                f"run: thresher relocate {split_dir.parent}",))
+        return SplitFilesCheck(problems=(
+            f"{listing}: lists {[str(p) for p in listed]}, the split's shards are {[str(p) for p in wanted]}",))
