@@ -17,6 +17,7 @@ import numpy as np
 from thresher.codecs import get_codec
 from thresher.errors import CorruptShardError
 from thresher.formats import ShardContext, ShardReader, get_format
+from thresher.formats.damage import damaged
 from thresher.manifest import MANIFEST_NAME, Manifest
 from thresher.schema import Schema
 from thresher.transforms import decode_audio, decode_image
@@ -58,7 +59,8 @@ class Dataset:
         context = ShardContext(manifest.schema, manifest.channel_order)
         entry = manifest.splits[split]
         self.shards: list[ShardReader] = [
-            storage.reader(manifest.directory / shard.path, context) for shard in entry.shards
+            storage.reader(manifest.directory / shard.path, context, {Path(f.path).name: f.bytes for f in shard.files})
+            for shard in entry.shards
         ]
         self._starts = list(np.cumsum([0] + [s.records for s in entry.shards[:-1]])) if entry.shards else []
         self._length = entry.records
@@ -87,12 +89,16 @@ class Dataset:
             shard_no = bisect.bisect_right(self._starts, index) - 1
             local = index - int(self._starts[shard_no])
         shard = self.shards[shard_no]
+        key, payload = self._read(shard_no, local)
+        return self._record(shard, local, key, payload)
+
+    def _read(self, shard_no: int, local: int) -> tuple[bytes, Any]:
+        shard = self.shards[shard_no]
         try:
-            key, payload = shard.read(local)
+            return shard.read(local)
         except IndexError:
             expected = self.manifest.splits[self.split].shards[shard_no].records
-            raise CorruptShardError(f"{shard.path}: holds {len(shard)} records but the manifest says {expected}") from None
-        return self._record(shard, local, key, payload)
+            raise damaged(shard.path, f"holds {len(shard)} records but the manifest says {expected}") from None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for shard in self.shards:
@@ -104,7 +110,7 @@ class Dataset:
             try:
                 record = self._codec.decode(payload, self.schema, self.manifest.channel_order)
             except CorruptShardError as exc:
-                raise CorruptShardError(f"{shard.path}: record {local} (key {key.decode(errors='replace')}): {exc}") from exc
+                raise damaged(shard.path, f"record {local} (key {key.decode(errors='replace')}): {exc}") from exc
         else:
             record = payload
         return self._decoded(record) if self.decode and self._encoded else record
@@ -151,22 +157,24 @@ class Dataset:
         """The records at ``indices`` (in that order) as a dict of columns."""
         if self._codec is None:
             return collate([self[int(i)] for i in indices])
-        values = []
-        for index in indices:
-            shard_no = bisect.bisect_right(self._starts, index) - 1
-            values.append(self.shards[shard_no].read(int(index - self._starts[shard_no]))[1])
-        return self._decode_columns(values, f"records of {self.split}")
+        places = [(n := bisect.bisect_right(self._starts, index) - 1, int(index - self._starts[n])) for index in indices]
+        items = [self._read(shard_no, local) for shard_no, local in places]
+        try:
+            columns = self._codec.decode_batch([value for _, value in items], self.schema, self.manifest.channel_order)
+        except CorruptShardError:
+            for (shard_no, local), (key, value) in zip(places, items, strict=True):
+                self._record(self.shards[shard_no], local, key, value)  # names the first record that fails alone
+            raise
+        return self._decoded_columns(dict(columns))
 
     def _shard_columns(self, shard: ShardReader, start: int, stop: int) -> dict[str, Any]:
         if self._codec is None:
             return self._decoded_columns(shard.columns(start, stop))  # type: ignore[attr-defined]
-        return self._decode_columns(shard.values(start, stop), f"{shard.path} records {start}..{stop - 1}")
-
-    def _decode_columns(self, values: list[Any], where: str) -> dict[str, Any]:
+        values = shard.values(start, stop)
         try:
             columns = self._codec.decode_batch(values, self.schema, self.manifest.channel_order)
         except CorruptShardError as exc:
-            raise CorruptShardError(f"{where}: {exc}") from exc
+            raise damaged(shard.path, f"records {start}..{stop - 1}: {exc}") from exc
         return self._decoded_columns(dict(columns))
 
     def _decoded_columns(self, columns: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,11 +80,16 @@ class ShardWriter(ABC):
 
 
 class ShardReader(ABC):
-    """Random and sequential access to one finished shard."""
+    """Random and sequential access to one finished shard.
 
-    def __init__(self, path: Path, context: ShardContext) -> None:
+    ``expected_sizes`` maps the name of each file of the shard to its size in the manifest; a
+    file of another size is damaged and is refused before any library maps or parses it.
+    """
+
+    def __init__(self, path: Path, context: ShardContext, expected_sizes: Mapping[str, int] | None = None) -> None:
         self.path = path
         self.context = context
+        self.expected_sizes = dict(expected_sizes) if expected_sizes is not None else None
         self._pid: int | None = None
 
     def _ensure_open(self) -> None:
@@ -119,7 +124,7 @@ class ShardReader(ABC):
 
     def __getstate__(self) -> dict[str, Any]:
         # Handles never cross a process boundary; the child reopens lazily.
-        return {"path": self.path, "context": self.context, "_pid": None}
+        return {"path": self.path, "context": self.context, "expected_sizes": self.expected_sizes, "_pid": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -136,7 +141,8 @@ class StorageFormat(ABC):
     def writer(self, path: Path, context: ShardContext) -> ShardWriter: ...
 
     @abstractmethod
-    def reader(self, path: Path, context: ShardContext) -> ShardReader: ...
+    def reader(self, path: Path, context: ShardContext,
+               expected_sizes: Mapping[str, int] | None = None) -> ShardReader: ...
 
     def write_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[Path]:
         """Extra files a split needs beside its shards (HDF5's list file); written after the shards."""
