@@ -8,7 +8,6 @@ process, so a dataset can be given to DataLoader workers (no LMDB handle crosses
 from __future__ import annotations
 
 import bisect
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import numpy as np
 from thresher.codecs import get_codec
 from thresher.errors import CorruptShardError, DatasetReplacedError, ThresherError
 from thresher.formats import ShardContext, ShardReader, get_format
+from thresher.formats.base import current_pid
+from thresher.formats.damage import damaged
 from thresher.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from thresher.schema import Schema
 from thresher.tiling import split_problems
@@ -67,14 +68,15 @@ class Dataset:
         problems = split_problems(entry, directory=f"{manifest.generation}/{split}", key_format=manifest.key_format,
                                   shard_name=storage.shard_name)
         if problems:
-            raise CorruptShardError(f"{manifest.directory / MANIFEST_NAME}: split {split!r} is inconsistent: "
-                                    + "; ".join(problems[:3]) + f". {REMEDY}")
+            raise damaged(manifest.directory / MANIFEST_NAME,
+                          f"split {split!r} is inconsistent: " + "; ".join(problems[:3]))
         self.entries = entry.shards
         self.shards: list[ShardReader] = [
-            storage.reader(manifest.directory / shard.path, context) for shard in entry.shards
+            storage.reader(manifest.directory / shard.path, context, {Path(f.path).name: f.bytes for f in shard.files})
+            for shard in entry.shards
         ]
         self._checked: set[int] = set()  # shards found to agree with their entries, in this process
-        self._checked_pid = os.getpid()
+        self._checked_pid = current_pid()
         self._starts = list(np.cumsum([0] + [s.records for s in entry.shards[:-1]])) if entry.shards else []
         self._length = entry.records
         self._codec = get_codec(manifest.codec) if manifest.codec else None
@@ -101,9 +103,16 @@ class Dataset:
         else:
             shard_no = bisect.bisect_right(self._starts, index) - 1
             local = index - int(self._starts[shard_no])
+        key, payload = self._read(shard_no, local)
+        return self._record(self.shards[shard_no], local, key, payload)
+
+    def _read(self, shard_no: int, local: int) -> tuple[bytes, Any]:
         shard = self.shard(shard_no)
-        key, payload = shard.read(local)
-        return self._record(shard, local, key, payload)
+        try:
+            return shard.read(local)
+        except IndexError:
+            expected = self.manifest.splits[self.split].shards[shard_no].records
+            raise damaged(shard.path, f"holds {len(shard)} records but the manifest says {expected}") from None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for shard_no in range(len(self.shards)):
@@ -113,10 +122,11 @@ class Dataset:
 
     def shard(self, shard_no: int) -> ShardReader:
         """Shard ``shard_no``, checked against its manifest entry the first time this process uses it."""
-        if shard_no in self._checked and self._checked_pid == os.getpid():
+        pid = current_pid()
+        if shard_no in self._checked and self._checked_pid == pid:
             return self.shards[shard_no]
-        if self._checked_pid != os.getpid():
-            self._checked, self._checked_pid = set(), os.getpid()
+        if self._checked_pid != pid:
+            self._checked, self._checked_pid = set(), pid
         shard = self.shards[shard_no]
         try:
             check_shard(shard, self.entries[shard_no])
@@ -142,7 +152,7 @@ class Dataset:
             try:
                 record = self._codec.decode(payload, self.schema, self.manifest.channel_order)
             except CorruptShardError as exc:
-                raise CorruptShardError(f"{shard.path}: record {local} (key {key.decode(errors='replace')}): {exc}") from exc
+                raise damaged(shard.path, f"record {local} (key {key.decode(errors='replace')}): {exc}") from exc
         else:
             record = payload
         return self._decoded(record) if self.decode and self._encoded else record
@@ -189,22 +199,24 @@ class Dataset:
         """The records at ``indices`` (in that order) as a dict of columns."""
         if self._codec is None:
             return collate([self[int(i)] for i in indices])
-        values = []
-        for index in indices:
-            shard_no = bisect.bisect_right(self._starts, index) - 1
-            values.append(self.shard(shard_no).read(int(index - self._starts[shard_no]))[1])
-        return self._decode_columns(values, f"records of {self.split}")
+        places = [(n := bisect.bisect_right(self._starts, index) - 1, int(index - self._starts[n])) for index in indices]
+        items = [self._read(shard_no, local) for shard_no, local in places]
+        try:
+            columns = self._codec.decode_batch([value for _, value in items], self.schema, self.manifest.channel_order)
+        except CorruptShardError:
+            for (shard_no, local), (key, value) in zip(places, items, strict=True):
+                self._record(self.shards[shard_no], local, key, value)  # names the first record that fails alone
+            raise
+        return self._decoded_columns(dict(columns))
 
     def _shard_columns(self, shard: ShardReader, start: int, stop: int) -> dict[str, Any]:
         if self._codec is None:
             return self._decoded_columns(shard.columns(start, stop))  # type: ignore[attr-defined]
-        return self._decode_columns(shard.values(start, stop), f"{shard.path} records {start}..{stop - 1}")
-
-    def _decode_columns(self, values: list[Any], where: str) -> dict[str, Any]:
+        values = shard.values(start, stop)
         try:
             columns = self._codec.decode_batch(values, self.schema, self.manifest.channel_order)
         except CorruptShardError as exc:
-            raise CorruptShardError(f"{where}: {exc}") from exc
+            raise damaged(shard.path, f"records {start}..{stop - 1}: {exc}") from exc
         return self._decoded_columns(dict(columns))
 
     def _decoded_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
@@ -230,9 +242,6 @@ class Dataset:
             shard.close()
 
 
-REMEDY = "Run `thresher verify` on it, and prepare the dataset again to rewrite what is damaged"
-
-
 def check_shard(shard: ShardReader, entry: ShardEntry) -> None:
     """A shard must hold the records its entry says: their number, and its first and last key.
 
@@ -241,15 +250,13 @@ def check_shard(shard: ShardReader, entry: ShardEntry) -> None:
     """
     count = len(shard)
     if count != entry.records:
-        raise CorruptShardError(f"{shard.path}: holds {count} records, the manifest says {entry.records}. {REMEDY}")
+        raise damaged(shard.path, f"holds {count} records, the manifest says {entry.records}")
     keys = shard.key_range()
     if keys is None:
         return
     first, last = keys
     if last != entry.last_key or not entry.first_key <= first <= last:
-        raise CorruptShardError(
-            f"{shard.path}: holds keys {first}..{last}, the manifest says {entry.first_key}..{entry.last_key}. "
-            f"{REMEDY}")
+        raise damaged(shard.path, f"holds keys {first}..{last}, the manifest says {entry.first_key}..{entry.last_key}")
 
 
 def _stack_if_same(arrays: list[Any]) -> Any:

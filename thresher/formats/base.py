@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,6 +30,11 @@ class _Process:
 
 _process = _Process
 os.register_at_fork(after_in_child=_Process.after_fork)
+
+
+def current_pid() -> int:
+    """This process's id without a system call (readers check it on every record)."""
+    return _process.pid
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,16 @@ class ShardWriter(ABC):
 
 
 class ShardReader(ABC):
-    """Random and sequential access to one finished shard."""
+    """Random and sequential access to one finished shard.
 
-    def __init__(self, path: Path, context: ShardContext) -> None:
+    ``expected_sizes`` maps the name of each file of the shard to its size in the manifest; a
+    file of another size is damaged and is refused before any library maps or parses it.
+    """
+
+    def __init__(self, path: Path, context: ShardContext, expected_sizes: Mapping[str, int] | None = None) -> None:
         self.path = path
         self.context = context
+        self.expected_sizes = dict(expected_sizes) if expected_sizes is not None else None
         self._pid: int | None = None
 
     def _ensure_open(self) -> None:
@@ -129,7 +139,7 @@ class ShardReader(ABC):
 
     def __getstate__(self) -> dict[str, Any]:
         # Handles never cross a process boundary; the child reopens lazily.
-        return {"path": self.path, "context": self.context, "_pid": None}
+        return {"path": self.path, "context": self.context, "expected_sizes": self.expected_sizes, "_pid": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -159,7 +169,8 @@ class StorageFormat(ABC):
     def writer(self, path: Path, context: ShardContext) -> ShardWriter: ...
 
     @abstractmethod
-    def reader(self, path: Path, context: ShardContext) -> ShardReader: ...
+    def reader(self, path: Path, context: ShardContext,
+               expected_sizes: Mapping[str, int] | None = None) -> ShardReader: ...
 
     def write_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[Path]:
         """Extra files a split needs beside its shards (HDF5's list file); written after the shards."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ import numpy as np
 
 from thresher.atomic import disk_errors, write_bytes_atomic
 from thresher.codecs.base import interleave
-from thresher.errors import CorruptShardError, UnsupportedCodecError
+from thresher.errors import UnsupportedCodecError
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, SplitFilesCheck, StorageFormat
+from thresher.formats.damage import check_size, damaged, expected_size
 from thresher.schema import Field, Schema
 
 LIST_FILE = "files.txt"
@@ -34,6 +36,8 @@ BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
 AUDIO_DTYPE = h5py.vlen_dtype(np.int16)
 TEXT_DTYPE = h5py.string_dtype("utf-8")
 HDF5_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError)
+# What reading a damaged file raises, from libhdf5 through h5py or from our own checks of the values.
+HDF5_READ_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, KeyError, ValueError, TypeError)
 
 
 def dataset_name(f: Field) -> str:
@@ -70,7 +74,7 @@ def _from_row(f: Field, value: Any, channel_order: str) -> Any:
     if f.kind == "image" and not f.is_encoded:
         pixels = np.asarray(value).transpose(1, 2, 0)
         if np.any((pixels < 0) | (pixels > 255) | (pixels != np.round(pixels))):
-            raise CorruptShardError(f"hdf5 field {f.name!r}: pixel values are not whole numbers in 0..255")
+            raise ValueError(f"field {f.name!r}: pixel values are not whole numbers in 0..255")
         pixels = pixels.astype(np.uint8)
         if channel_order == "BGR":
             pixels = pixels[..., ::-1]
@@ -259,16 +263,31 @@ class Hdf5Writer(ShardWriter):
         self.raw.close()
 
 
+@contextlib.contextmanager
+def read_errors(path: Path, what: str) -> Iterator[None]:
+    """What h5py and libhdf5 raise on a damaged file, as a CorruptShardError naming it."""
+    try:
+        yield
+    except HDF5_READ_ERRORS as exc:
+        raise damaged(path, f"{what}: {exc}") from exc
+
+
 class Hdf5Reader(ShardReader):
     def _open(self) -> None:
-        try:
+        check_size(self.path, expected_size(self.expected_sizes, self.path.name))
+        with read_errors(self.path, "cannot read as a thresher HDF5 shard"):
             self.file = h5py.File(self.path, "r")
-            self.datasets = {f.name: self.file[dataset_name(f)] for f in self.context.schema}
-        except (OSError, KeyError) as exc:
-            raise CorruptShardError(f"{self.path}: cannot read as a thresher HDF5 shard: {exc}") from exc
+            try:
+                self._index()
+            except BaseException:
+                self.file.close()
+                raise
+
+    def _index(self) -> None:
+        self.datasets = {f.name: self.file[dataset_name(f)] for f in self.context.schema}
         lengths = {name: ds.shape[0] for name, ds in self.datasets.items()}
         if len(set(lengths.values())) > 1:
-            raise CorruptShardError(f"{self.path}: datasets disagree on the record count: {lengths}")
+            raise ValueError(f"datasets disagree on the record count: {lengths}")
         self._length = next(iter(lengths.values()), 0)
         # What the cache would hold: raw pixels come back as uint8, a quarter of their float32 size.
         self._cached_bytes = sum(
@@ -283,12 +302,16 @@ class Hdf5Reader(ShardReader):
     def columns(self, start: int, stop: int) -> dict[str, Any]:
         """Records ``start..stop-1`` as columns, converted back from Caffe's layout in one step."""
         self._ensure_open()
+        with read_errors(self.path, f"records {start}..{stop - 1} cannot be read"):
+            return self._columns(start, stop)
+
+    def _columns(self, start: int, stop: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in self.context.schema:
             data = self.datasets[f.name][start:stop]
             if f.kind == "image" and not f.is_encoded:
                 if data.size and (data.min() < 0 or data.max() > 255):
-                    raise CorruptShardError(f"{self.path}: pixel values outside 0..255 in records {start}..{stop - 1}")
+                    raise ValueError("pixel values outside 0..255")
                 channels = data.shape[1]
                 order = range(channels - 1, -1, -1) if self.context.channel_order == "BGR" else range(channels)
                 out[f.name] = interleave(data.astype(np.uint8), order)
@@ -312,11 +335,10 @@ class Hdf5Reader(ShardReader):
             return b"", {name: column[index].copy() if isinstance(column, np.ndarray) else column[index]
                          for name, column in self._cache.items()}
         order = self.context.channel_order
-        try:
-            record = {f.name: _from_row(f, self.datasets[f.name][index], order) for f in self.context.schema}
-        except OSError as exc:
-            raise CorruptShardError(f"{self.path}: record {index} cannot be read: {exc}") from exc
-        return b"", record
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        with read_errors(self.path, f"record {index} cannot be read"):
+            return b"", {f.name: _from_row(f, self.datasets[f.name][index], order) for f in self.context.schema}
 
     def key_range(self) -> tuple[str, str] | None:
         """HDF5 keeps no keys per record; the writer stored the first and last as attributes."""
@@ -326,7 +348,7 @@ class Hdf5Reader(ShardReader):
         try:
             first, last = self.file.attrs["thresher_first_key"], self.file.attrs["thresher_last_key"]
         except KeyError:
-            raise CorruptShardError(f"{self.path}: the attributes naming its first and last key are missing") from None
+            raise damaged(self.path, "the attributes naming its first and last key are missing") from None
         return str(first), str(last)
 
     def close(self) -> None:
@@ -344,8 +366,9 @@ class Hdf5Format(StorageFormat):
     def writer(self, path: Path, context: ShardContext) -> ShardWriter:
         return Hdf5Writer(path, context)
 
-    def reader(self, path: Path, context: ShardContext) -> ShardReader:
-        return Hdf5Reader(path, context)
+    def reader(self, path: Path, context: ShardContext,
+               expected_sizes: Mapping[str, int] | None = None) -> ShardReader:
+        return Hdf5Reader(path, context, expected_sizes)
 
     def write_split_files(self, split_dir: Path, shard_paths: list[Path]) -> list[Path]:
         """``files.txt``: one absolute shard path per line, as Caffe's HDF5Data ``source:`` reads it.

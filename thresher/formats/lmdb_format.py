@@ -2,16 +2,15 @@
 
 Keys arrive in ascending order, so puts use MDB_APPEND (a sequential bulk load, the fast
 path). The map starts near the expected size and doubles when full, like Caffe's
-``DoubleMapSize``; never a fixed 1 TB map. ``lock.mdb`` is removed after writing: readers
-open read-only without locking (shards are immutable), and Caffe recreates it if it wants one.
+``DoubleMapSize``; never a fixed 1 TB map. ``lock.mdb`` is removed after writing (shards are
+immutable; Caffe recreates it if it wants one). Thresher reads the file without liblmdb, which
+would crash on a damaged one (see lmdb_pages).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,9 @@ import lmdb
 from thresher.atomic import disk_errors
 from thresher.errors import CorruptShardError
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, StorageFormat
+from thresher.formats.damage import damaged
+from thresher.formats.lmdb_pages import index_records
+from thresher.formats.mapped import MappedReader, Record
 
 MIN_MAP_SIZE = 16 << 20
 # What a failing write surfaces as; MapFullError is handled (the map grows) before this applies.
@@ -94,121 +96,27 @@ class LmdbWriter(ShardWriter):
             self.env.close()
 
 
-class _SharedEnvironments:
-    """One read-only environment per LMDB path per process, shared by every reader of it.
+class LmdbReader(MappedReader):
+    """Records sliced from ``data.mdb`` as indexed by a checked walk of its B-tree (lmdb_pages)."""
 
-    LMDB forbids opening the same environment twice in a process (py-lmdb refuses), and an
-    environment must not be used after fork; a child therefore drops what it inherited
-    and opens its own.
-    """
+    def data_file(self) -> Path:
+        return self.path / "data.mdb"
 
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.envs: dict[str, list[Any]] = {}  # realpath -> [environment, number of readers]
-
-    def acquire(self, path: Path) -> lmdb.Environment:
-        self._forget_inherited()
-        key = os.path.realpath(path)
-        entry = self.envs.get(key)
-        if entry is None:
-            try:
-                env = lmdb.open(key, readonly=True, lock=False, subdir=True, readahead=False, max_readers=2048)
-            except lmdb.Error as exc:
-                raise CorruptShardError(f"{path}: cannot open as LMDB: {exc}") from exc
-            entry = self.envs[key] = [env, 0]
-        entry[1] += 1
-        return entry[0]
-
-    def release(self, path: Path) -> None:
-        if self.pid != os.getpid():
-            return
-        key = os.path.realpath(path)
-        entry = self.envs.get(key)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] <= 0:
-                del self.envs[key]
-                entry[0].close()
-
-    def _forget_inherited(self) -> None:
-        if self.pid == os.getpid():
-            return
-        for env, _ in self.envs.values():
-            with contextlib.suppress(lmdb.Error):
-                env.close()  # the child's copy of the mapping and descriptor only
-        self.envs.clear()
-        self.pid = os.getpid()
-
-
-_ENVIRONMENTS = _SharedEnvironments()
-
-
-class LmdbReader(ShardReader):
-    def _open(self) -> None:
-        self.env = _ENVIRONMENTS.acquire(self.path)
-        self.txn = self.env.begin(buffers=False)
-        self._length = self.env.stat()["entries"]
-        self._keys: list[bytes] | None = None
-
-    def __len__(self) -> int:
-        self._ensure_open()
-        return self._length
-
-    def keys(self) -> list[bytes]:
-        self._ensure_open()
-        if self._keys is None:
-            with self.txn.cursor() as cursor:
-                self._keys = list(cursor.iternext(keys=True, values=False))
-        return self._keys
-
-    def read(self, index: int) -> tuple[bytes, Any]:
-        key = self.keys()[index]
-        value = self.txn.get(key)
-        if value is None:
-            raise CorruptShardError(f"{self.path}: record {index} (key {key.decode(errors='replace')}) is missing")
-        return key, value
-
-    def values(self, start: int, stop: int) -> list[Any]:
-        self._ensure_open()
-        if start >= stop:
-            return []
-        with self.txn.cursor() as cursor:
-            if not cursor.set_key(self.keys()[start]):
-                raise CorruptShardError(f"{self.path}: record {start} is missing")
-            return list(itertools.islice(cursor.iternext(keys=False, values=True), stop - start))
-
-    def iterate(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[bytes, Any]]:
-        self._ensure_open()
-        stop = len(self) if stop is None else stop
-        if start >= stop:
-            return
-        with self.txn.cursor() as cursor:
-            if start == 0:
-                cursor.first()
-            else:
-                cursor.set_key(self.keys()[start])
-            for n, item in enumerate(cursor.iternext(keys=True, values=True)):
-                if start + n >= stop:
-                    break
-                yield item
-
-    def close(self) -> None:
-        if self._pid == os.getpid():
-            with contextlib.suppress(lmdb.Error):
-                self.txn.abort()
-            _ENVIRONMENTS.release(self.path)
-        super().close()
+    def index(self, data: Any, damage: Callable[[str], CorruptShardError]) -> list[Record]:
+        if not self.path.is_dir():
+            raise damaged(self.path, "missing (an LMDB shard is a directory holding data.mdb)")
+        return index_records(data, damage)
 
 
 class LmdbFormat(StorageFormat):
     name = "lmdb"
 
-
     def writer(self, path: Path, context: ShardContext) -> ShardWriter:
         return LmdbWriter(path, context)
 
-    def reader(self, path: Path, context: ShardContext) -> ShardReader:
-        return LmdbReader(path, context)
+    def reader(self, path: Path, context: ShardContext,
+               expected_sizes: Mapping[str, int] | None = None) -> ShardReader:
+        return LmdbReader(path, context, expected_sizes)
 
 
 def _round_up_pow2(n: int) -> int:

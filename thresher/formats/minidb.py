@@ -2,21 +2,23 @@
 
 No header, index or checksum (``caffe2/core/db.cc``). Lengths are native ``int`` in native
 byte order in Caffe2; we write little-endian, which is that order on every platform Caffe2
-ran on. The reader builds an offset index by walking the length fields once.
+ran on. The reader builds an offset index by walking the length fields once, each checked
+against the file's end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import struct
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from thresher.atomic import disk_errors
 from thresher.errors import CorruptShardError
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, StorageFormat
+from thresher.formats.mapped import MappedReader, Record
 
 HEADER = struct.Struct("<ii")
 
@@ -62,58 +64,32 @@ class MinidbWriter(ShardWriter):
             self.file.close()
 
 
-class MinidbReader(ShardReader):
-    def _open(self) -> None:
-        with open(self.path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self.offsets = index_records(self.map, self.path)
+class MinidbReader(MappedReader):
+    def data_file(self) -> Path:
+        return self.path
 
-    def __len__(self) -> int:
-        self._ensure_open()
-        return len(self.offsets)
-
-    def read(self, index: int) -> tuple[bytes, Any]:
-        self._ensure_open()
-        key_start, key_len, value_len = self.offsets[index]
-        value_start = key_start + key_len
-        return bytes(self.map[key_start:value_start]), bytes(self.map[value_start:value_start + value_len])
-
-    def values(self, start: int, stop: int) -> list[Any]:
-        """Zero-copy views into the mapping; a batch decoder joins them once."""
-        self._ensure_open()
-        view = memoryview(self.map)
-        return [view[k + kl:k + kl + vl] for k, kl, vl in self.offsets[start:stop]]
-
-    def close(self) -> None:
-        if self._pid is not None and isinstance(self.map, mmap.mmap):
-            with contextlib.suppress(BufferError):  # views still held by a caller keep it mapped
-                self.map.close()
-        super().close()
+    def index(self, data: Any, damage: Callable[[str], CorruptShardError]) -> list[Record]:
+        return index_records(data, damage)
 
 
-def index_records(data: Any, path: Path) -> list[tuple[int, int, int]]:
-    """(key offset, key length, value length) of every record; a broken frame names its offset."""
-    offsets = []
+def index_records(data: Any, damage: Callable[[str], CorruptShardError]) -> list[Record]:
+    """Where every record's key and value lie; a broken frame names its offset."""
+    records = []
     pos = 0
     end = len(data)
     while pos < end:
         if end - pos < HEADER.size:
-            raise CorruptShardError(f"{path}: truncated record header at byte {pos} (record {len(offsets)})")
+            raise damage(f"truncated record header at byte {pos} (record {len(records)})")
         key_len, value_len = HEADER.unpack_from(data, pos)
         if key_len <= 0 or value_len <= 0:
-            raise CorruptShardError(
-                f"{path}: record {len(offsets)} at byte {pos} has key length {key_len}, value length {value_len}"
-            )
+            raise damage(f"record {len(records)} at byte {pos} has key length {key_len}, value length {value_len}")
         start = pos + HEADER.size
         if start + key_len + value_len > end:
-            raise CorruptShardError(
-                f"{path}: record {len(offsets)} at byte {pos} is truncated "
-                f"(needs {key_len + value_len} bytes, {end - start} left)"
-            )
-        offsets.append((start, key_len, value_len))
+            raise damage(f"record {len(records)} at byte {pos} is truncated "
+                         f"(needs {key_len + value_len} bytes, {end - start} left)")
+        records.append((start, key_len, start + key_len, value_len))
         pos = start + key_len + value_len
-    return offsets
+    return records
 
 
 class MinidbFormat(StorageFormat):
@@ -124,5 +100,6 @@ class MinidbFormat(StorageFormat):
     def writer(self, path: Path, context: ShardContext) -> ShardWriter:
         return MinidbWriter(path, context)
 
-    def reader(self, path: Path, context: ShardContext) -> ShardReader:
-        return MinidbReader(path, context)
+    def reader(self, path: Path, context: ShardContext,
+               expected_sizes: Mapping[str, int] | None = None) -> ShardReader:
+        return MinidbReader(path, context, expected_sizes)
