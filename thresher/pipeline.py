@@ -44,6 +44,7 @@ from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
 from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry, sha256_file
+from thresher.published import compare_counts
 from thresher.recipe import Recipe
 from thresher.registry import get_recipe
 from thresher.schema import Schema
@@ -114,6 +115,8 @@ def prepare(
                 log.info("%s: already prepared in %s, nothing to do", recipe.name, out_dir)
                 previous.run = RunReport(True, time.monotonic() - started, wanted)
                 return previous
+        # Published counts against the files' headers: an error, or with --checksums a warning.
+        warnings = {split: compare_counts(recipe, split, files, overridden=checksums is not None) for split in wanted}
         plan = EncodePlan(recipe.schema, schema, options, codec_name, channel_order)
         check_free_space(out_dir, _estimated_output_bytes(recipe, wanted, files), "the conversion")
         client = connect(scheduler) if executor == "dask" else None
@@ -145,6 +148,8 @@ def prepare(
                 client.close()
             if encoders is not None:
                 encoders.close()
+        for split in wanted:
+            manifest.splits[split].warnings = warnings[split]
         manifest.write(out_dir)
         for split in wanted:
             remove(out_dir / split / PROGRESS_NAME)
