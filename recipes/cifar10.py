@@ -6,15 +6,17 @@ network; the binary one holds the same pixels as plain bytes.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.miniature import drawn_image, write_tar
+from thresher.published import Contents
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
 
@@ -22,6 +24,11 @@ ARCHIVE = "cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin"
 RECORD_BYTES = 1 + 3 * 32 * 32
 BATCH_RECORDS = 10000
+BATCH_BYTES = 30_730_000  # "each of which is 30730000 bytes long" (cifar.html)
+# Six batches, batches.meta.txt, readme.html and the folder.
+CONTENTS = Contents(total_size=6 * BATCH_BYTES, members=9, largest_member=BATCH_BYTES)
+LIMITS = CONTENTS.limits()
+READ_RECORDS = 1000  # records per read while streaming a batch: memory stays at ~3 MB per read
 SPLIT_MEMBERS = {
     "train": tuple(f"{FOLDER}/data_batch_{i}.bin" for i in range(1, 6)),
     "test": (f"{FOLDER}/test_batch.bin",),
@@ -51,6 +58,7 @@ class Cifar10(Recipe):
             size=170052171, md5="c32a1d4ab5d03f1284b67883e8d87530",
             sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
             checksum_source="md5: cifar.html; size+sha256: TFDS url_checksums/cifar10.txt",
+            contents=CONTENTS,
         ),
     )
     splits = (Split("train", 50000, "data_batch_1..5"), Split("test", 10000, "test_batch, 1,000 per class"))
@@ -69,6 +77,9 @@ class Cifar10(Recipe):
         Both splits sit in one gzip stream, so reading it once per split would inflate it twice.
         The train pass therefore keeps the test batch (30 MB) when it passes it, and the test
         split is served from it. Batches are yielded as soon as all before them are out.
+        Members are refused from their tar headers if larger than the published batch size
+        allows; the next batch due is streamed in reads of ``READ_RECORDS``, one that comes early
+        is held (at most a few batches of at most that size).
         """
         archive = files[ARCHIVE]
         identity = (str(archive), archive.stat().st_size, archive.stat().st_mtime_ns)
@@ -77,21 +88,27 @@ class Cifar10(Recipe):
         found = {name: self._kept.pop((*identity, name)) for name in wanted if (*identity, name) in self._kept}
         position = 0
         if len(found) < len(wanted):
-            for member in iter_tar(archive):
-                if member.name in wanted:
+            for member in iter_tar(archive, limits=LIMITS):
+                if member.name in wanted or member.name in keep:
+                    _check_size(member.size, f"{ARCHIVE}:{member.name}")
+                if position < len(wanted) and member.name == wanted[position]:
+                    with member.open() as stream:
+                        yield from _batch_records(stream, member.size, f"{ARCHIVE}:{member.name}")
+                    position += 1
+                elif member.name in wanted:
                     found[member.name] = member.read()
                 elif member.name in keep:
                     self._kept[(*identity, member.name)] = member.read()
                 while position < len(wanted) and wanted[position] in found:
                     name = wanted[position]
-                    yield from _batch_records(found.pop(name), f"{ARCHIVE}:{name}")
+                    yield from _held_records(found.pop(name), f"{ARCHIVE}:{name}")
                     position += 1
                 if position == len(wanted) and not keep - {k[-1] for k in self._kept}:
                     break
         for name in wanted[position:]:
             if name not in found:
                 raise MalformedDataError(ARCHIVE, name, "member is missing from the archive")
-            yield from _batch_records(found.pop(name), f"{ARCHIVE}:{name}")
+            yield from _held_records(found.pop(name), f"{ARCHIVE}:{name}")
 
     def locate(self, split: str, index: int) -> str:
         member = SPLIT_MEMBERS[split][index // BATCH_RECORDS]
@@ -118,15 +135,29 @@ class Cifar10(Recipe):
         return Miniature({ARCHIVE: path}, records)
 
 
-def _batch_records(data: bytes, source: str) -> Iterator[RecordBatch]:
-    if len(data) % RECORD_BYTES:
-        whole = len(data) // RECORD_BYTES
+def _check_size(size: int, source: str) -> None:
+    """A batch must be whole records; known from the tar header, before reading."""
+    if size % RECORD_BYTES:
+        whole = size // RECORD_BYTES
         raise MalformedDataError(source, f"byte {whole * RECORD_BYTES}",
-                                 f"{len(data)} bytes is not a whole number of {RECORD_BYTES}-byte records "
+                                 f"{size} bytes is not a whole number of {RECORD_BYTES}-byte records "
                                  f"(record {whole} is truncated)")
-    rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD_BYTES)
-    images = rows[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planar RGB to HWC
-    yield RecordBatch({"image": images, "label": rows[:, 0]})
+
+
+def _held_records(data: bytes, source: str) -> Iterator[RecordBatch]:
+    yield from _batch_records(io.BytesIO(data), len(data), source)
+
+
+def _batch_records(stream: BinaryIO, size: int, source: str) -> Iterator[RecordBatch]:
+    """The records of one batch of ``size`` bytes, read ``READ_RECORDS`` at a time."""
+    for start in range(0, size, READ_RECORDS * RECORD_BYTES):
+        want = min(READ_RECORDS * RECORD_BYTES, size - start)
+        data = stream.read(want)
+        if len(data) != want:
+            raise MalformedDataError(source, f"byte {start + len(data)}", f"ends before its {size} bytes")
+        rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD_BYTES)
+        images = rows[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planar RGB to HWC
+        yield RecordBatch({"image": images, "label": rows[:, 0]})
 
 
 RECIPE = Cifar10()

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from thresher.archive import Limits, iter_tar
+from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.extent import Extent, head
 from thresher.matlab import load_mat, save_mat
 from thresher.miniature import drawn_image, write_tar
+from thresher.published import Contents, Count
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
 from thresher.schema import Field, Schema
 
@@ -30,8 +31,11 @@ BASE = "www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 PUBLISHED = "md5: torchvision flowers102.py; size+sha256: TFDS url_checksums/oxford_flowers102.txt"
 SPLIT_VARIABLE = {"train": "trnid", "validation": "valid", "test": "tstid"}  # TFDS's mapping
 NUM_CLASSES = 102
-# The real tar has 8,189 JPEGs of at most a few hundred kB each; anything far beyond is not this archive.
-LIMITS = Limits(max_members=100_000, max_member_size=64 << 20, max_total_size=4 << 30, max_read_size=64 << 20)
+TAR_BYTES = 344862509  # the published size of the (uncompressed) tar: what it unpacks to
+NUM_IMAGES = 8189
+# The folder and 8,189 JPEGs of at most a few hundred kB each (no per-file size is published).
+CONTENTS = Contents(total_size=TAR_BYTES, members=NUM_IMAGES + 1)
+LIMITS = CONTENTS.limits(max_member_size=64 << 20, max_read_size=64 << 20)
 
 
 def member_name(image_id: int) -> str:
@@ -39,9 +43,9 @@ def member_name(image_id: int) -> str:
     return f"jpg/image_{image_id:05d}.jpg"
 
 
-def _source(filename: str, size: int, md5: str, sha256: str) -> Source:
+def _source(filename: str, size: int, md5: str, sha256: str, contents: Contents | None = None) -> Source:
     return Source.from_bases(filename, (f"https://{BASE}", f"http://{BASE}"), size=size, md5=md5, sha256=sha256,
-                             checksum_source=PUBLISHED)
+                             checksum_source=PUBLISHED, contents=contents)
 
 
 class Flowers102(Recipe):
@@ -59,8 +63,8 @@ class Flowers102(Recipe):
                 "Indian Conference on Computer Vision, Graphics \\& Image Processing (ICVGIP 2008)}, "
                 "pages={722--729}, year={2008}, publisher={IEEE}, doi={10.1109/ICVGIP.2008.47}}")
     sources = (
-        _source(IMAGES, 344862509, "52808999861908f626f3c1f4e79d11fa",
-                "2d01ecc807db462958cfe3d92f57a8c252b4abd240eb955770201e45f783b246"),
+        _source(IMAGES, TAR_BYTES, "52808999861908f626f3c1f4e79d11fa",
+                "2d01ecc807db462958cfe3d92f57a8c252b4abd240eb955770201e45f783b246", contents=CONTENTS),
         _source(LABELS, 502, "e0620be6f572b9609742df49c70aed4d",
                 "4903e94206bac23bf772aadf06451916df56b58fc483a62db32a97b82656651d"),
         _source(SETID, 14989, "a5357ecc9cb78c4bef273ce3793fc85c",
@@ -125,6 +129,12 @@ class Flowers102(Recipe):
             else:
                 yield BadRecord(IMAGES, f"{entry} (image id {_id_of(entry)})",
                                 f"image listed in {SETID} {variable} is missing from the archive")
+
+    def stated_counts(self, split: str, files: Mapping[str, Path]) -> list[Count]:
+        """How many image ids setid.mat lists for the split."""
+        variable = SPLIT_VARIABLE[split]
+        ids = _vector(load_mat(files[SETID], source=SETID), SETID, variable)
+        return [Count(SETID, f"variable {variable!r}", "image ids", len(ids))]
 
     def _record(self, name: str, data: bytes | Extent, labels: np.ndarray) -> Record | BadRecord:
         start = head(data, 8)

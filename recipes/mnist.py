@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from thresher import idx
 from thresher.archive import open_gzip
 from thresher.errors import MalformedDataError
 from thresher.miniature import drawn_image
+from thresher.published import Count, check_claim, limit
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
 
@@ -18,6 +20,8 @@ OFFICIAL = "http://yann.lecun.com/exdb/mnist/"  # answers 403 since 2020 (source
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
 PUBLISHED = "md5: torchvision mnist.py; size+sha256: TFDS url_checksums/mnist.txt = HF datasets/mnist/dataset_infos.json"
 
+SIDE = 28
+COUNTED = {3: "images", 1: "labels"}  # what an IDX file of that many dimensions counts
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -52,18 +56,17 @@ class Mnist(Recipe):
     )
     splits = (Split("train", 60000), Split("test", 10000))
     schema = Schema((
-        Field("image", "image", shape=(28, 28, 1), description="grey pixels, 0 = background"),
+        Field("image", "image", shape=(SIDE, SIDE, 1), description="grey pixels, 0 = background"),
         Field("label", "int", dims=(), minimum=0, maximum=9, description="the digit"),
     ))
     channel_order = "GRAY"
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[RecordBatch]:
         images_name, labels_name = FILES[split]
-        labels = _read_labels(files[labels_name], labels_name)
-        # Declared 47 MB uncompressed for train; 16x the compressed size bounds a gzip bomb.
-        limit = 64 * files[images_name].stat().st_size + 4096
-        with open_gzip(files[images_name], limit=limit) as stream:
-            count, rows, cols = idx.read_header(stream, images_name, ndim=3)
+        published = self.split(split).num_records
+        labels = _read_labels(files[labels_name], labels_name, published)
+        with _open(files[images_name], 3, published) as stream:
+            count, rows, cols = _header(stream, images_name, 3, published)
             if count != len(labels):
                 raise MalformedDataError(images_name, "byte 4",
                                          f"{count} images but {labels_name} has {len(labels)} labels")
@@ -71,6 +74,15 @@ class Mnist(Recipe):
             for block in idx.iter_blocks(stream, images_name, (count, rows, cols)):
                 yield RecordBatch({"image": block[:, :, :, None], "label": labels[index:index + len(block)]})
                 index += len(block)
+
+    def stated_counts(self, split: str, files: Mapping[str, Path]) -> list[Count]:
+        """The image and label counts of the split's two IDX headers."""
+        published = self.split(split).num_records
+        counts = []
+        for name, ndim in zip(FILES[split], (3, 1), strict=True):
+            with _open(files[name], ndim, published) as stream:
+                counts.append(Count(name, "byte 4", COUNTED[ndim], _header(stream, name, ndim, published)[0]))
+        return counts
 
     def locate(self, split: str, index: int) -> str:
         return f"{FILES[split][0]} image {index}"
@@ -92,9 +104,27 @@ class Mnist(Recipe):
         return Miniature(files, records)
 
 
-def _read_labels(path: Path, name: str) -> np.ndarray:
-    with open_gzip(path, limit=64 * path.stat().st_size + 4096) as stream:
-        (count,) = idx.read_header(stream, name, ndim=1)
+def _open(path: Path, ndim: int, published: int) -> BinaryIO:
+    """The decompressed IDX file, bounded by what the published count allows (a gzip bomb stops there).
+
+    The slack covers the reader's buffer, so trailing data is reported as such, not as a bomb.
+    """
+    item = SIDE * SIDE if ndim == 3 else 1
+    return open_gzip(path, limit=4 + 4 * ndim + limit(published) * item + (1 << 20))
+
+
+def _header(stream: BinaryIO, name: str, ndim: int, published: int) -> tuple[int, ...]:
+    """An IDX header's dimensions, refused before any data is read if they claim more than MNIST holds."""
+    dims = idx.read_header(stream, name, ndim=ndim)
+    check_claim(Count(name, "byte 4", COUNTED[ndim], dims[0]), published)
+    if dims[1:] not in ((), (SIDE, SIDE)):
+        raise MalformedDataError(name, "byte 8", f"images are {dims[1]}×{dims[2]} pixels, MNIST's are {SIDE}×{SIDE}")
+    return dims
+
+
+def _read_labels(path: Path, name: str, published: int) -> np.ndarray:
+    with _open(path, 1, published) as stream:
+        (count,) = _header(stream, name, 1, published)
         return np.concatenate(list(idx.iter_blocks(stream, name, (count,), block=1 << 20)) or [np.zeros(0, np.uint8)])
 
 

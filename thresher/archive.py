@@ -66,7 +66,8 @@ class Limits:
 
     ``max_read_size`` bounds :meth:`Member.read` (whole member in memory); bigger members can
     still be streamed with :meth:`Member.open`. ``max_ratio`` (off by default) refuses streams
-    whose decompressed size exceeds this many times the compressed bytes consumed.
+    whose decompressed size exceeds this many times the compressed bytes consumed. ``basis``
+    says where the numbers come from (e.g. the published sizes), for error messages.
     """
 
     max_members: int = 10_000_000
@@ -75,6 +76,7 @@ class Limits:
     max_total_size: int = 2 * TiB
     max_read_size: int = 4 * GiB
     max_ratio: float | None = None
+    basis: str = ""
 
     def __post_init__(self) -> None:
         for name in ("max_members", "max_name_length", "max_member_size", "max_total_size", "max_read_size"):
@@ -84,19 +86,27 @@ class Limits:
             raise ValueError("Limits.max_ratio must be positive")
 
     @classmethod
-    def from_expected(cls, total_size: int, *, members: int | None = None, factor: float = 10.0) -> Limits:
+    def from_expected(cls, total_size: int, *, members: int | None = None, factor: float = 10.0,
+                      largest: int | None = None, basis: str = "") -> Limits:
         """Limits for an archive whose published uncompressed size (and member count) is known.
 
         Allows ``factor`` times the expected size and count, so a slightly different re-release
-        passes while a bomb does not.
+        passes while a bomb does not. ``largest``, the biggest member's published size, bounds
+        every member (and what one read may hold) tighter than the total does.
         """
         cap = math.ceil(total_size * factor)
+        member_cap = cap if largest is None else min(cap, math.ceil(largest * factor))
         return cls(
             max_members=cls.max_members if members is None else math.ceil(members * factor) + 100,
-            max_member_size=cap,
+            max_member_size=member_cap,
             max_total_size=cap,
-            max_read_size=min(cap, cls.max_read_size),
+            max_read_size=min(member_cap, cls.max_read_size),
+            basis=basis,
         )
+
+    def because(self) -> str:
+        """`` (basis)`` for a message, or nothing."""
+        return f" ({self.basis})" if self.basis else ""
 
 
 DEFAULT_LIMITS = Limits()
@@ -620,7 +630,8 @@ def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterat
             count += 1
             if count > limits.max_members:
                 raise UnsafeArchiveError(
-                    f"{label}: member {info.name[:200]!r}: more than {limits.max_members} members (the limit)"
+                    f"{label}: member {info.name[:200]!r}: more than {limits.max_members} members "
+                    f"(the limit{'; ' + limits.basis if limits.basis else ''})"
                 )
             name = _safe_name(label, info.name, limits)
             refused = _kind_of_member(info)
@@ -635,13 +646,13 @@ def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterat
             if info.size > limits.max_member_size:
                 raise UnsafeArchiveError(
                     f"{label}: member {name!r}: {info.size} bytes, over the member size limit "
-                    f"of {limits.max_member_size}"
+                    f"of {limits.max_member_size}{limits.because()}; refused from its tar header, before reading it"
                 )
             total += info.size
             if total > limits.max_total_size:
                 raise UnsafeArchiveError(
                     f"{label}: member {name!r}: members so far total {total} bytes, over the limit "
-                    f"of {limits.max_total_size}"
+                    f"of {limits.max_total_size}{limits.because()}"
                 )
             meter.ceiling = info.offset_data + _block(info.size) + _HEADER_SLACK
             extent = None

@@ -57,6 +57,8 @@ class SplitEntry:
     # checked for what they list, not hashed: the manifest stays the same whatever the data root.
     extra_files: list[str] = field(default_factory=list)
     skipped_records: list[str] = field(default_factory=list)  # where and why, capped
+    # Where the source files differ from what the publisher says (thresher.published), when allowed.
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SplitEntry:
@@ -66,6 +68,7 @@ class SplitEntry:
             records_per_shard=data.get("records_per_shard", 0),
             extra_files=list(data.get("extra_files", [])),
             skipped_records=list(data.get("skipped_records", [])),
+            warnings=list(data.get("warnings", [])),
         )
 
 
@@ -114,7 +117,10 @@ class Manifest:
         return GENERATION_PREFIX + digest[:12]
 
     def summary(self) -> str:
-        """One paragraph for people: records and bytes per split, time, and where the output is."""
+        """One paragraph for people: records and bytes per split, time, and where the output is.
+
+        Then one line per warning, e.g. a source that differs from the published counts.
+        """
         names = self.run.splits if self.run else sorted(self.splits)
         parts = [
             f"{name}: {self.splits[name].records:,} records, {human_bytes(self.splits[name].bytes)}"
@@ -129,8 +135,9 @@ class Manifest:
             state = f"prepared in {self.run.seconds:.1f} s"
         details = ", ".join(x for x in (f"{self.format} {self.codec or ''}".strip(),
                                         self.channel_order if self.channel_order != "NONE" else "") if x)
+        warnings = [w for name in names for w in self.splits[name].warnings]
         return (f"{self.recipe} ({details}) {state}: " + "; ".join(parts)
-                + f". Output: {self.directory}")
+                + f". Output: {self.directory}" + "".join(f"\nWarning: {w}" for w in warnings))
 
     def to_json(self) -> dict[str, Any]:
         return {

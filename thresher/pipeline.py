@@ -47,6 +47,7 @@ from thresher.generations import Stamps, intact_prefix, link_splits, split_intac
 from thresher.inputs import check_shard_size, check_workers
 from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry, sha256_file
 from thresher.progress import PROGRESS_NAME, ProgressState, resume_split
+from thresher.published import compare_counts
 from thresher.recipe import Recipe
 from thresher.registry import get_recipe
 from thresher.schema import Schema
@@ -124,6 +125,8 @@ def prepare(
             link_splits(previous, out_dir)
             previous.run = RunReport(True, time.monotonic() - started, wanted)
             return previous
+        # Published counts against the files' headers: an error, or with --checksums a warning.
+        warnings = {split: compare_counts(recipe, split, files, overridden=checksums is not None) for split in todo}
         plan = EncodePlan(recipe.schema, schema, options, codec_name, channel_order)
         check_free_space(out_dir, _estimated_output_bytes(recipe, todo, files), "the conversion")
         client = connect(scheduler) if executor == "dask" else None
@@ -158,6 +161,8 @@ def prepare(
                 client.close()
             if encoders is not None:
                 encoders.close()
+        for split in todo:
+            manifest.splits[split].warnings = warnings[split]
         switch_to(manifest, out_dir)
         for split in todo:
             remove(out_dir / manifest.generation / split / PROGRESS_NAME)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from thresher.errors import MalformedDataError
+from thresher.published import Contents, Count
 from thresher.schema import Schema
 
 Record = dict[str, Any]
@@ -68,7 +69,8 @@ class Source:
     ``urls`` are tried in order (the official one first, then published mirrors).
     ``sha256``/``md5``/``size`` are the published values, with ``checksum_source`` saying where
     they were published; all three may be ``None`` when nothing is published, in which case the
-    first download's sha256 is recorded and trusted from then on.
+    first download's sha256 is recorded and trusted from then on. ``contents`` is what the
+    publisher says an archive unpacks to, from which its reading limits follow.
     """
 
     filename: str
@@ -78,6 +80,7 @@ class Source:
     md5: str | None = None
     checksum_source: str = "none published"
     manual: bool = False
+    contents: Contents | None = None
 
     @classmethod
     def from_bases(cls, filename: str, bases: tuple[str, ...], **facts: Any) -> Source:
@@ -138,6 +141,15 @@ class Recipe:
         :class:`thresher.errors.MalformedDataError` instead.
         """
         raise NotImplementedError
+
+    def stated_counts(self, split: str, files: Mapping[str, Path]) -> list[Count]:
+        """What the files' headers say ``split`` holds, read cheaply before converting.
+
+        Compared with ``Split.num_records`` by the pipeline; a recipe whose counts only show
+        while reading everything returns nothing here (its readers still enforce the limits).
+        """
+        del split, files
+        return []
 
     def locate(self, split: str, index: int) -> str:
         """Name the place record ``index`` of ``split`` came from, for error messages."""
