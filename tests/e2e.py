@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from thresher.idx import write_idx
 from thresher.miniature import write_checksums
 from thresher.recipe import Miniature, Recipe
 from thresher.registry import all_recipes
@@ -77,3 +78,19 @@ def tree_bytes(directory: Path) -> dict[str, bytes]:
         elif p.is_file() and not p.name.endswith(".lock") and p.name != ".stamps.json":
             out[name] = p.read_bytes().replace(str(directory.resolve()).encode(), b"<root>")
     return out
+
+
+def write_mnist_mirror(root: Path, train: int, test: int, seed: int = 0) -> dict[str, Any]:
+    """MNIST's four IDX files with ``train`` and ``test`` random images, as a file:// mirror."""
+    rng = np.random.default_rng(seed)
+    from thresher.recipes.mnist import FILES
+
+    folder = root / "mnist"
+    folder.mkdir(parents=True)
+    files = {}
+    for (images, labels), count in zip((FILES["train"], FILES["test"]), (train, test), strict=True):
+        write_idx(folder / images, rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
+        write_idx(folder / labels, rng.integers(0, 10, count, dtype=np.uint8))
+        files.update({images: folder / images, labels: folder / labels})
+    checksums = write_checksums(files, root / "mnist.checksums.tsv")
+    return {"mirror": root.as_uri(), "offline": True, "checksums": str(checksums), "progress": False}

@@ -15,37 +15,20 @@ from typing import Any
 
 import numpy as np
 import pytest
-from e2e import Mirror, in_generation, tree_bytes
+from e2e import Mirror, in_generation, tree_bytes, write_mnist_mirror
 from reliability_matrix import scenario
 from server import LoopbackServer
 
 import thresher
 from thresher.errors import CorruptShardError, DatasetReplacedError, DiskSpaceError
 from thresher.formats import ShardContext, get_format, hdf5_format, lmdb_format
-from thresher.idx import write_idx
-from thresher.miniature import write_checksums
 from thresher.recipe import RecordBatch
-from thresher.recipes.mnist import FILES
 from thresher.registry import get_recipe
 from thresher.verify import verify
 
 
 def network(mirror: Mirror, server: LoopbackServer, name: str) -> dict[str, Any]:
     return {"mirror": server.url, "offline": True, "checksums": str(mirror.checksums[name]), "progress": False}
-
-
-def write_mnist_mirror(root: Path, train: int, test: int, seed: int = 0) -> dict[str, Any]:
-    """MNIST's four IDX files with ``train`` and ``test`` random images, as a file:// mirror."""
-    rng = np.random.default_rng(seed)
-    folder = root / "mnist"
-    folder.mkdir(parents=True)
-    files = {}
-    for (images, labels), count in zip((FILES["train"], FILES["test"]), (train, test), strict=True):
-        write_idx(folder / images, rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
-        write_idx(folder / labels, rng.integers(0, 10, count, dtype=np.uint8))
-        files.update({images: folder / images, labels: folder / labels})
-    checksums = write_checksums(files, root / "mnist.checksums.tsv")
-    return {"mirror": root.as_uri(), "offline": True, "checksums": str(checksums), "progress": False}
 
 
 @scenario("11", "a write error in the background thread that syncs and hashes finished shards (a disk filling "
