@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e import Mirror, tree_bytes
+from e2e import Mirror, tree_bytes, write_mnist_mirror
 from server import LoopbackServer
 
 import thresher
@@ -45,6 +45,33 @@ def test_cluster_output_equals_local_output(name: str, fmt: str, options: Conver
     again = thresher.prepare(name, root=tmp_path / "cluster", executor="dask", scheduler=cluster.scheduler_address,
                              **kwargs)
     assert again.run is not None and again.run.already_done
+
+
+def _commit_every(size: int) -> None:
+    """Runs on every worker: LMDB commits this often, so that shards hold many commits."""
+    from thresher.formats import lmdb_format
+
+    lmdb_format.COMMIT_BYTES = size
+
+
+def test_cluster_lmdb_with_many_commits_per_shard_equals_local(cluster, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks start at their shard, a local run at record 0: commit points must not care."""
+    from thresher.formats import lmdb_format
+
+    kwargs = {**write_mnist_mirror(tmp_path / "mirror", train=2400, test=600), "format": "lmdb",
+              "shard_size": 150_000}
+    monkeypatch.setattr(lmdb_format, "COMMIT_BYTES", 24_000)
+    local = thresher.prepare("mnist", root=tmp_path / "local", **kwargs)
+    assert len(local.splits["train"].shards) >= 4
+    with distributed.Client(cluster.scheduler_address) as client:
+        client.run(_commit_every, 24_000)
+        try:
+            remote = thresher.prepare("mnist", root=tmp_path / "cluster", executor="dask",
+                                      scheduler=cluster.scheduler_address, **kwargs)
+        finally:
+            client.run(_commit_every, lmdb_format.COMMIT_BYTES)
+    assert tree_bytes(remote.directory) == tree_bytes(local.directory)
 
 
 def _fail_once_per_shard(marker_dir: str) -> None:
