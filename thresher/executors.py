@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
+from thresher import interrupt
 from thresher.workers import PIPE_BYTES, WorkerPool
 
 __all__ = ["PIPE_BYTES", "OrderedPool"]
@@ -66,12 +67,15 @@ class OrderedPool(Generic[T, R]):
 
     def map(self, items: Iterable[T]) -> Iterator[R]:
         if self.pool is None:
-            yield from map(self.func, items)
+            for item in items:
+                interrupt.check()
+                yield self.func(item)
             return
         source = iter(items)
         pending: deque[Any] = deque()
         exhausted = False
         while True:
+            interrupt.check()  # a Ctrl-C that Python swallowed (see thresher.interrupt)
             pool = self._pool_if_running()
             while pool is not None and not exhausted and len(pending) < self.window:
                 item = next(source, _END)
