@@ -3,7 +3,8 @@
 Run as a script (``python tests/slow_prepare.py prepare ...``). The fork server imports the main
 script into every worker, so the slowdown below applies to the workers' encoding as well.
 ``THRESHER_TEST_MARKS`` is a directory: a file ``<split>-<index>`` appears there when the main
-process takes that record to encode. ``THRESHER_TEST_DELAY`` is seconds of sleep per unit.
+process takes that record to encode, and ``encoder-<pid>`` when a process (the main one or a
+worker) first encodes. ``THRESHER_TEST_DELAY`` is seconds of sleep per unit.
 Units hold one record each, so a miniature spreads over many units and shards.
 """
 
@@ -27,6 +28,8 @@ _encode_with = convert.encode_with
 
 
 def slow_encode_with(plan: convert.EncodePlan, codec: Any, unit: convert.Unit) -> convert.Unit:
+    if MARKS:
+        Path(MARKS, f"encoder-{os.getpid()}").touch()
     time.sleep(DELAY)
     return _encode_with(plan, codec, unit)
 

@@ -30,7 +30,8 @@ SCRIPT = Path(__file__).with_name("slow_prepare.py")
 INTERRUPTED = "thresher: interrupted; run the same command again to resume\n"
 EXIT_SECONDS = 3.0  # from the signal to the main process's exit
 GONE_SECONDS = 3.0  # from the main process's exit to the last process of its session
-DELAY = 0.05  # seconds of encoding per record
+DELAY = 0.1  # seconds of encoding per record
+WORKING = "both workers encoding"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Case:
     fmt: str
     shard_size: int
     resize: tuple[int, int] | None
-    points: dict[str, tuple[str, float]]  # point -> (the record whose reading cues the signal, most jitter)
+    points: dict[str, tuple[str, float]]  # point -> (cue: a record read, or WORKING; most jitter after it)
 
     def arguments(self, root: Path, downloads: Path, checksums: Path) -> list[str]:
         extra = ["--resize", "x".join(map(str, self.resize))] if self.resize else []
@@ -50,9 +51,9 @@ class Case:
 
 CASES = {
     "mnist-hdf5": Case("mnist", "hdf5", 2000, None, {
-        "pool starting": ("train-0", 0.05), "mid-conversion": ("train-3", 0.1), "last shard": ("test-3", 0.04)}),
+        "pool starting": ("train-0", 0.05), "mid-conversion": (WORKING, 0.1), "last shard": ("test-3", 0.04)}),
     "flowers102-lmdb": Case("flowers102", "lmdb", 3000, (24, 20), {
-        "pool starting": ("train-0", 0.05), "mid-conversion": ("validation-1", 0.1),
+        "pool starting": ("train-0", 0.05), "mid-conversion": (WORKING, 0.1),
         "last shard": ("test-5", 0.04)}),
 }
 TRIES = 2  # per point
@@ -104,11 +105,13 @@ def ended(proc: subprocess.Popen, within: float, what: str) -> tuple[str, str]:
     return proc.communicate(timeout=GONE_SECONDS)
 
 
-def wait_for(mark: Path, proc: subprocess.Popen) -> None:
+def wait_for(marks: Path, cue: str, proc: subprocess.Popen) -> None:
+    """Until record ``cue`` is read, or for WORKING until two processes other than the main one encode."""
     deadline = time.monotonic() + 30
-    while not mark.exists():
-        assert proc.poll() is None, f"the run ended before reading {mark.name}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"{mark.name} never read"
+    while not (len([m for m in marks.glob("encoder-*") if m.name != f"encoder-{proc.pid}"]) >= 2 if cue == WORKING
+               else (marks / cue).exists()):
+        assert proc.poll() is None, f"the run ended before {cue}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"{cue}: not within 30 s"
         time.sleep(0.002)
 
 
@@ -140,7 +143,7 @@ def test_ctrl_c_with_workers_ends_quietly_and_resumes(case: str, mirror: Mirror,
             what = f"{case}, Ctrl-C {point} (try {attempt})"
             marks = tmp_path / f"marks{attempt}-{point}"
             proc = start(c, root, downloads, checksums, marks, DELAY)
-            wait_for(marks / cue, proc)
+            wait_for(marks, cue, proc)
             time.sleep(jitter.uniform(0, most))
             os.killpg(proc.pid, signal.SIGINT)
             _, err = ended(proc, EXIT_SECONDS, what)
@@ -168,7 +171,7 @@ def test_workers_of_a_killed_run_exit_quietly(mirror: Mirror, mirror_server: Loo
                      progress=False, splits=["train"])
     downloads = tmp_path / "downloaded" / c.name / "downloads"
     proc = start(c, tmp_path / "run", downloads, mirror.checksums[c.name], tmp_path / "marks", 0.2)
-    wait_for(tmp_path / "marks" / "validation-1", proc)
+    wait_for(tmp_path / "marks", WORKING, proc)
     assert len(session_members(proc.pid)) >= 4, "main, fork server and two workers should be running"
     os.kill(proc.pid, signal.SIGKILL)
     _, err = ended(proc, EXIT_SECONDS, "killed run")
