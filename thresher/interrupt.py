@@ -41,11 +41,7 @@ def remembered() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.unraisablehook = previous_hook
-
-
-def happened() -> bool:
-    """Whether a Ctrl-C came while :func:`remembered` was active (even one Python swallowed)."""
-    return _seen.is_set()
+        _seen.clear()  # later calls in this process (a library user's) start afresh
 
 
 def check() -> None:
