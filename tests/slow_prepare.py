@@ -5,12 +5,15 @@ script into every worker, so the slowdown below applies to the workers' encoding
 ``THRESHER_TEST_MARKS`` is a directory: a file ``<split>-<index>`` appears there when the main
 process takes that record to encode, and ``encoder-<pid>`` when a process (the main one or a
 worker) first encodes. ``THRESHER_TEST_DELAY`` is seconds of sleep per unit.
+``THRESHER_TEST_SWALLOWED_AT`` names a unit (by its first record) whose encoding raises a Ctrl-C
+that Python swallows.
 Units hold one record each, so a miniature spreads over many units and shards.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -24,12 +27,23 @@ from thresher.registry import all_recipes
 
 MARKS = os.environ.get("THRESHER_TEST_MARKS")
 DELAY = float(os.environ.get("THRESHER_TEST_DELAY", "0"))
+SWALLOWED_AT = int(os.environ.get("THRESHER_TEST_SWALLOWED_AT", "-1"))  # a unit whose encoding gets Ctrl-C
 _encode_with = convert.encode_with
+
+
+class Interrupting:
+    """Sends this process a Ctrl-C while being destroyed, so that the KeyboardInterrupt is raised
+    inside ``__del__``, where Python can only report it and carry on."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def slow_encode_with(plan: convert.EncodePlan, codec: Any, unit: convert.Unit) -> convert.Unit:
     if MARKS:
         Path(MARKS, f"encoder-{os.getpid()}").touch()
+    if unit.start == SWALLOWED_AT:
+        Interrupting()
     time.sleep(DELAY)
     return _encode_with(plan, codec, unit)
 
