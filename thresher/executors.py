@@ -3,7 +3,7 @@
 Results come back in input order (so output bytes never depend on scheduling), with a
 fixed read-ahead (``multiprocessing.Pool.imap`` would drain a whole dataset into memory
 when the writer is slower than the reader). Until the workers have started (a fresh
-interpreter and its imports, about 0.3 s), the main process encodes units itself instead
+interpreter and its imports), the main process encodes units itself instead
 of waiting. Once they run it stops unless a core is left over: with as many workers as
 cores, a third encoder only made every image slower (from cache and time-slice contention;
 see docs/performance.md). The worker processes themselves, and what Ctrl-C does to them,
