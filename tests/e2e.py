@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from thresher.idx import write_idx
 from thresher.miniature import write_checksums
+from thresher.progress import PROGRESS_NAME
 from thresher.recipe import Miniature, Recipe
 from thresher.registry import all_recipes
 from thresher.schema import Schema
@@ -94,3 +96,18 @@ def write_mnist_mirror(root: Path, train: int, test: int, seed: int = 0) -> dict
         files.update({images: folder / images, labels: folder / labels})
     checksums = write_checksums(files, root / "mnist.checksums.tsv")
     return {"mirror": root.as_uri(), "offline": True, "checksums": str(checksums), "progress": False}
+
+
+def check_interrupted_state(out_dir: Path) -> None:
+    """What a kill leaves: every shard under a final name is recorded, progress lists a contiguous run."""
+    for split_dir in out_dir.glob("gen-*/*"):
+        try:
+            recorded = json.loads((split_dir / PROGRESS_NAME).read_text())["shards"]
+        except FileNotFoundError:
+            recorded = []
+        names = [Path(s["path"]).name for s in recorded]
+        assert names == [f"shard-{i:05d}" + Path(n).suffix for i, n in enumerate(names)], names
+        for shard in split_dir.glob("shard-*"):
+            manifest = out_dir / "manifest.json"
+            listed = manifest.exists() and shard.name in manifest.read_text()
+            assert shard.name in names or listed, f"{shard} is under its final name but was never recorded"

@@ -65,5 +65,9 @@ def test_result_pipes_hold_a_whole_unit() -> None:
     with OrderedPool(slow_square, 2) as pool:
         assert list(pool.map([(i, None) for i in range(12)])) == [i * i for i in range(12)]
         assert pool.pool is not None
-        for queue in (pool.pool._inqueue, pool.pool._outqueue):  # type: ignore[attr-defined]
-            assert fcntl.fcntl(queue._reader.fileno(), fcntl.F_GETPIPE_SZ) >= PIPE_BYTES
+        if pool.starting is not None:  # the main process may have encoded all twelve before the workers ran
+            pool.starting.result()
+        pipes = pool.pool.connections()
+        assert len(pipes) == 4  # a task and a result pipe per worker
+        for pipe in pipes:
+            assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) >= PIPE_BYTES

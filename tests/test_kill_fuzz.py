@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e import tree_bytes, write_mnist_mirror
+from e2e import check_interrupted_state, tree_bytes, write_mnist_mirror
 from reliability_matrix import scenario
-
-from thresher.progress import PROGRESS_NAME
 
 RUN = """
 import random, sys, time
@@ -68,21 +66,6 @@ def finish(proc: subprocess.Popen) -> float:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     return time.monotonic() - started
-
-
-def check_interrupted_state(out_dir: Path) -> None:
-    """What a kill leaves: every shard under a final name is recorded, progress lists a contiguous run."""
-    for split_dir in out_dir.glob("gen-*/*"):
-        try:
-            recorded = json.loads((split_dir / PROGRESS_NAME).read_text())["shards"]
-        except FileNotFoundError:
-            recorded = []
-        names = [Path(s["path"]).name for s in recorded]
-        assert names == [f"shard-{i:05d}" + Path(n).suffix for i, n in enumerate(names)], names
-        for shard in split_dir.glob("shard-*"):
-            manifest = out_dir / "manifest.json"
-            listed = manifest.exists() and shard.name in manifest.read_text()
-            assert shard.name in names or listed, f"{shard} is under its final name but was never recorded"
 
 
 @scenario("9", "SIGKILL at random moments of multi-shard conversions in every format, with 1 and 2 workers, "

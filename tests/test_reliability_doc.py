@@ -11,7 +11,7 @@ from reliability_matrix import SCENARIOS, render
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 MODULES = ("test_fetch", "test_fetch_processes", "test_fetch_tls_proxy", "test_archive", "test_reliability",
            "test_executors", "test_cli_input", "test_data_loss", "test_damaged_shards", "test_published_limits",
-           "test_kill_fuzz")
+           "test_kill_fuzz", "test_interrupt")
 ISSUE_ROWS = {str(n) for n in range(1, 16)}
 
 

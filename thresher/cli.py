@@ -25,10 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         format="thresher: %(message)s", stream=sys.stderr)
+    from thresher import interrupt
     from thresher.errors import ThresherError
 
     try:
-        return args.run(args) or 0
+        with interrupt.remembered():
+            status = args.run(args) or 0
+            interrupt.check()  # one that Python swallowed after the last unit of work
+            return status
     except (ThresherError, KeyError, ValueError, OSError) as exc:
         if isinstance(exc, OSError):
             message = describe_os_error(exc)

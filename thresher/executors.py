@@ -3,17 +3,16 @@
 Results come back in input order (so output bytes never depend on scheduling), with a
 fixed read-ahead (``multiprocessing.Pool.imap`` would drain a whole dataset into memory
 when the writer is slower than the reader). Until the workers have started (a fresh
-interpreter and its imports, about 0.3 s), the main process encodes units itself instead
+interpreter and its imports), the main process encodes units itself instead
 of waiting. Once they run it stops unless a core is left over: with as many workers as
-cores, a third encoder only made every image slower (1.96 ms instead of 1.55 ms per
-Flowers photo measured on two cores, from cache and time-slice contention).
+cores, a third encoder only made every image slower (from cache and time-slice contention;
+see docs/performance.md). The worker processes themselves, and what Ctrl-C does to them,
+are thresher.workers' job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import multiprocessing.pool
 import os
 import threading
 from collections import deque
@@ -21,20 +20,19 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
+from thresher import interrupt
+from thresher.workers import PIPE_BYTES, WorkerPool
 
-from thresher.errors import WorkerDied
-from thresher.heap import keep_freed_memory
+__all__ = ["PIPE_BYTES", "OrderedPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+START_SECONDS = 2.0  # how long terminate waits for a start in progress
+
 
 class _Ready(Generic[R]):
-    """A result computed in the main process, queued behind the pool's so order is kept."""
+    """A result computed in the main process, queued behind the workers' so order is kept."""
 
     def __init__(self, value: R) -> None:
         self.value = value
@@ -58,37 +56,40 @@ class OrderedPool(Generic[T, R]):
         if initializer is not None:
             initializer(*initargs)  # the main process encodes too
         self.window = window or max(2, workers * 3)
-        self.pool: _QuietPool | None = None
-        self.workers: set[int] = set()  # the pool's worker pids; a change means one died
-        self.starting: Future[_QuietPool] | None = None
+        self.pool: WorkerPool | None = None  # workers > 1: from here on, so stopping reaches starting workers
+        self.starting: Future[WorkerPool] | None = None  # done once the workers run (or failed to start)
         self.started = False  # has a worker delivered a result yet
         self.spare_core = workers < _usable_cores()  # then the main process keeps helping
         if workers > 1:
             # Starting a fork server blocks for about 0.25 s; the main process encodes meanwhile.
-            self.starting = _in_thread(lambda: _start_pool(func, workers, initializer, initargs))
+            pool = self.pool = WorkerPool()
+            self.starting = _in_thread(lambda: pool.start(func, workers, initializer, initargs))
 
     def map(self, items: Iterable[T]) -> Iterator[R]:
-        if self.starting is None and self.pool is None:
-            yield from map(self.func, items)
+        if self.pool is None:
+            for item in items:
+                interrupt.check()
+                yield self.func(item)
             return
         source = iter(items)
         pending: deque[Any] = deque()
         exhausted = False
         while True:
+            interrupt.check()  # a Ctrl-C that Python swallowed (see thresher.interrupt)
             pool = self._pool_if_running()
             while pool is not None and not exhausted and len(pending) < self.window:
                 item = next(source, _END)
                 if item is _END:
                     exhausted = True
                 else:
-                    pending.append(pool.apply_async(self.func, (item,)))
+                    pending.append(pool.submit(item))
             if not pending and exhausted:
                 return
             if pending and (pending[0].ready() or exhausted or len(pending) >= 2 * self.window
                             or (self.started and not self.spare_core)):
                 head = pending.popleft()
                 self.started = self.started or not isinstance(head, _Ready)
-                yield head.get() if isinstance(head, _Ready) else self._result(head)
+                yield head.get()  # a worker's error, or WorkerDied if one ended, is raised here
                 continue
             item = next(source, _END)  # the workers are still starting: help instead of waiting
             if item is _END:
@@ -96,52 +97,38 @@ class OrderedPool(Generic[T, R]):
             else:
                 pending.append(_Ready(self.func(item)))
 
-    def _pool_if_running(self) -> _QuietPool | None:
-        if self.starting is not None and self.starting.done():
-            starting, self.starting = self.starting, None
-            self.pool = starting.result()  # raises if the workers could not be started
-            self.workers = self.pool.worker_pids()
-        return self.pool
-
-    def _result(self, pending: multiprocessing.pool.AsyncResult[R]) -> R:
-        """A worker's result; an error instead of waiting forever if a worker died.
-
-        ``multiprocessing.Pool`` replaces a worker that dies and silently loses the unit it
-        was encoding, so waiting for that unit would never end.
-        """
-        while True:
-            try:
-                return pending.get(timeout=_CHECK_EVERY)
-            except multiprocessing.TimeoutError:
-                assert self.pool is not None
-                if self.pool.worker_pids() != self.workers:
-                    raise WorkerDied(
-                        "an encoding worker process ended mid-conversion (killed, perhaps by the out-of-memory "
-                        "killer, or crashed); finished shards are kept, and running the same command again "
-                        "resumes. With large images, fewer --workers use less memory."
-                    ) from None
-
-    def _started_pool(self) -> _QuietPool | None:
+    def _pool_if_running(self) -> WorkerPool | None:
         if self.starting is not None:
+            if not self.starting.done():
+                return None
             starting, self.starting = self.starting, None
-            self.pool = starting.result()
+            starting.result()  # raises if the workers could not be started
         return self.pool
 
     def close(self) -> None:
-        pool, self.pool = self._started_pool(), None
-        if pool is not None:
-            pool.close()
-            pool.join()
+        """Let the workers finish and exit (after they start, if they are starting)."""
+        if self.pool is None:
+            return
+        try:
+            if self.starting is not None:
+                self.starting.result()
+            self.pool.close()
+        except BaseException:  # Ctrl-C while waiting, or the workers could not start
+            self.terminate()
+            raise
+        self.pool = self.starting = None
 
     def terminate(self) -> None:
-        try:
-            pool = self._started_pool()
-        except Exception:  # noqa: BLE001 - the error being handled is the one to report
-            pool = None
-        self.pool = None
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        """End the workers now, started or still starting; every wait here is bounded."""
+        pool, starting, self.pool, self.starting = self.pool, self.starting, None, None
+        if pool is None:
+            return
+        pool.terminate()  # ends running workers, and the start ends each one it brings up later
+        if starting is not None:
+            # Give the start a moment to end a worker it was bringing up; past that, that worker
+            # still ends by itself when this process exits and its task pipe closes.
+            with contextlib.suppress(Exception):  # a start error: the error being handled is the one to report
+                starting.result(timeout=START_SECONDS)
 
     def __enter__(self) -> OrderedPool[T, R]:
         return self
@@ -154,47 +141,6 @@ class OrderedPool(Generic[T, R]):
 
 
 _END: Any = object()
-PIPE_BYTES = 1 << 20
-_CHECK_EVERY = 1.0  # seconds between checks that every worker is alive, while waiting for one
-
-
-class _QuietPool(multiprocessing.pool.Pool):
-    """A Pool whose worker-maintenance thread sleeps while results are in transit.
-
-    CPython's Pool also wakes that thread whenever its result pipe is readable, which, with
-    results of hundreds of kilobytes (16 encoded photos), is most of the time: measured, it
-    woke 11,500-13,500 times in a 2.4 s two-worker conversion of 2,000 photos, and burned
-    0.6 CPU-seconds of a 6 s one of 5,000, CPU the workers needed. The pipe only matters for ``maxtasksperchild`` (never used here);
-    worker exits and pool changes still wake it.
-    """
-
-    def _get_sentinels(self) -> list[Any]:
-        return [self._change_notifier._reader]  # type: ignore[attr-defined]
-
-    def _setup_queues(self) -> None:
-        """Pipes of 1 MiB (Linux): a unit's result (16 photos, ~300 KB) then moves in one write
-        instead of five 64 KB rounds that each wake the other side. Measured on 5,000 photos
-        with two workers: 4.67 s -> 4.57 s (medians of six alternating runs; every pair faster)."""
-        super()._setup_queues()  # type: ignore[misc]
-        setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
-        if setsize is None:
-            return
-        for queue in (self._inqueue, self._outqueue):  # type: ignore[attr-defined]
-            with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
-                fcntl.fcntl(queue._reader.fileno(), setsize, PIPE_BYTES)
-
-    def worker_pids(self) -> set[int]:
-        return {process.pid for process in self._pool}  # type: ignore[attr-defined]
-
-
-def _start_pool(func: Callable[..., Any], workers: int, initializer: Callable[..., None] | None,
-                initargs: tuple[Any, ...]) -> _QuietPool:
-    context = multiprocessing.get_context("forkserver")
-    # Imported once in the fork server (if this starts it) instead of in every worker: importing
-    # thresher cost each fresh worker about 0.15 CPU-seconds. "__main__" is multiprocessing's
-    # own default (the caller's script, imported once there rather than in every worker).
-    context.set_forkserver_preload(["__main__", *sorted({func.__module__, _start_worker.__module__})])
-    return _QuietPool(workers, initializer=_start_worker, initargs=(initializer, initargs), context=context)
 
 
 def _in_thread(make: Callable[[], R]) -> Future[R]:
@@ -216,10 +162,3 @@ def _usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
-
-
-def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
-    """A worker exists only to run ``func``: let it keep its heap between items (see thresher.heap)."""
-    keep_freed_memory()
-    if initializer is not None:
-        initializer(*initargs)
