@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -9,7 +10,7 @@ from typing import BinaryIO
 import numpy as np
 
 from thresher import idx
-from thresher.archive import open_gzip
+from thresher.archive import gzip_head, open_gzip
 from thresher.errors import MalformedDataError
 from thresher.miniature import drawn_image
 from thresher.published import Count, check_claim, limit
@@ -80,8 +81,8 @@ class Mnist(Recipe):
         published = self.split(split).num_records
         counts = []
         for name, ndim in zip(FILES[split], (3, 1), strict=True):
-            with _open(files[name], ndim, published) as stream:
-                counts.append(Count(name, "byte 4", COUNTED[ndim], _header(stream, name, ndim, published)[0]))
+            head = io.BytesIO(gzip_head(files[name], 4 + 4 * ndim))
+            counts.append(Count(name, "byte 4", COUNTED[ndim], _header(head, name, ndim, published)[0]))
         return counts
 
     def locate(self, split: str, index: int) -> str:

@@ -83,7 +83,7 @@ def tree_bytes(directory: Path) -> dict[str, bytes]:
 
 
 def write_mnist_mirror(root: Path, train: int, test: int, seed: int = 0) -> dict[str, Any]:
-    """MNIST's four IDX files with ``train`` and ``test`` random images, as a file:// mirror."""
+    """MNIST's four IDX files with ``train`` and ``test`` images (a random patch each), as a file:// mirror."""
     rng = np.random.default_rng(seed)
     from thresher.recipes.mnist import FILES
 
@@ -91,7 +91,9 @@ def write_mnist_mirror(root: Path, train: int, test: int, seed: int = 0) -> dict
     folder.mkdir(parents=True)
     files = {}
     for (images, labels), count in zip((FILES["train"], FILES["test"]), (train, test), strict=True):
-        write_idx(folder / images, rng.integers(0, 256, (count, 28, 28), dtype=np.uint8))
+        pixels = np.zeros((count, 28, 28), dtype=np.uint8)  # mostly background, so it compresses like MNIST
+        pixels[:, 10:18, 10:18] = rng.integers(0, 256, (count, 8, 8), dtype=np.uint8)
+        write_idx(folder / images, pixels)
         write_idx(folder / labels, rng.integers(0, 10, count, dtype=np.uint8))
         files.update({images: folder / images, labels: folder / labels})
     checksums = write_checksums(files, root / "mnist.checksums.tsv")

@@ -156,23 +156,30 @@ def test_ctrl_c_with_workers_ends_quietly_and_resumes(case: str, mirror: Mirror,
                                                 "uninterrupted run's"
 
 
+def download_only(c: Case, mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> Path:
+    """The case's sources, fetched once from the loopback mirror: the runs under test only convert."""
+    from thresher.acquire import download
+    from thresher.registry import get_recipe
+
+    downloads = tmp_path / "downloads"
+    download(get_recipe(c.name), downloads, mirror=mirror_server.url, offline=True,
+             checksums=Path(mirror.checksums[c.name]), progress=False)
+    return downloads
+
+
 @scenario("9", "the main process killed (SIGKILL) during `prepare --workers 2`",
           "its workers and the fork server notice and exit quietly within seconds instead of lingering",
           "no process of the run's session is left 3 s after the kill, and nothing was printed on stderr")
 @pytest.mark.timeout(60)
 def test_workers_of_a_killed_run_exit_quietly(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> None:
     c = CASES["flowers102-lmdb"]
-    thresher.prepare(c.name, root=tmp_path / "downloaded", format=c.fmt, shard_size=c.shard_size,
-                     mirror=mirror_server.url, offline=True, checksums=str(mirror.checksums[c.name]),
-                     progress=False, splits=["train"])
-    downloads = tmp_path / "downloaded" / c.name / "downloads"
+    downloads = download_only(c, mirror, mirror_server, tmp_path)
     proc = start(c, tmp_path / "run", downloads, mirror.checksums[c.name], tmp_path / "marks", 0.2)
     wait_for(tmp_path / "marks", WORKING, proc)
     assert len(session_members(proc.pid)) >= 4, "main, fork server and two workers should be running"
     os.kill(proc.pid, signal.SIGKILL)
     _, err = ended(proc, EXIT_SECONDS, "killed run")
     assert err == ""
-
 
 
 @scenario("9", "a Ctrl-C that Python swallows: KeyboardInterrupt raised inside a `__del__` or weakref callback, "
@@ -182,10 +189,7 @@ def test_workers_of_a_killed_run_exit_quietly(mirror: Mirror, mirror_server: Loo
 @pytest.mark.timeout(60)
 def test_a_swallowed_ctrl_c_still_ends_the_run(mirror: Mirror, mirror_server: LoopbackServer, tmp_path: Path) -> None:
     c = CASES["mnist-hdf5"]
-    thresher.prepare(c.name, root=tmp_path / "downloaded", format=c.fmt, shard_size=c.shard_size,
-                     mirror=mirror_server.url, offline=True, checksums=str(mirror.checksums[c.name]),
-                     progress=False, splits=["test"])
-    downloads = tmp_path / "downloaded" / c.name / "downloads"
+    downloads = download_only(c, mirror, mirror_server, tmp_path)
     # One process, so that the unit is encoded where the Ctrl-C matters (workers ignore it).
     proc = start(c, tmp_path / "run", downloads, mirror.checksums[c.name], None, 0, workers=1,
                  THRESHER_TEST_SWALLOWED_AT="2")

@@ -372,6 +372,27 @@ def open_gzip(path: Path | str, *, limit: int | None) -> BinaryIO:
     return io.BufferedReader(meter, buffer_size=256 * KiB)  # type: ignore[return-value]
 
 
+def gzip_head(path: Path | str, size: int) -> bytes:
+    """The first ``size`` decompressed bytes of a ``.gz`` file (a header), inflating no more than that.
+
+    Cheap enough to call before the real pass: no read-ahead, at most a few kilobytes read.
+    """
+    label = str(path)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = b""
+    with open(path, "rb") as f:
+        pending = f.read(4096)
+        if not pending.startswith(b"\x1f\x8b"):
+            raise MalformedDataError(label, "byte 0", f"expected a gzip file, but it {describe_head(pending)}")
+        while pending and len(out) < size:
+            try:
+                out += inflater.decompress(pending, size - len(out))
+            except zlib.error as exc:
+                raise CorruptArchiveError(label, "gzip stream", f"does not inflate: {exc}") from None
+            pending = inflater.unconsumed_tail or f.read(4096)
+    return out
+
+
 # -- tar ----------------------------------------------------------------------------------------
 
 _DRIVE = re.compile(r"^[A-Za-z]:")

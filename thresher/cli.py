@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-encoding", choices=("raw", "flac"), default="raw")
     p.add_argument("--channel-order", choices=("RGB", "BGR"), help="override the Caffe tool's order for raw pixels")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed records, count them in the manifest")
+    p.add_argument("--verify", action="store_true",
+                   help="re-hash an existing output before trusting it (rewrites damaged shards)")
     p.set_defaults(run=cmd_prepare)
 
     p = commands.add_parser("verify", help="re-hash every shard and decode every record")
@@ -232,7 +234,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits,
         workers=args.workers, options=options, mirror=args.mirror, offline=args.offline,
         checksums=args.checksums, download_dir=args.download_dir,
-        shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, skip_bad=args.skip_bad,
+        shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, skip_bad=args.skip_bad, verify=args.verify,
         progress=args.progress, executor=args.executor, scheduler=args.scheduler,
     )
     print(manifest.summary())

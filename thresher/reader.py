@@ -103,11 +103,14 @@ class Dataset:
         else:
             shard_no = bisect.bisect_right(self._starts, index) - 1
             local = index - int(self._starts[shard_no])
+        if shard_no not in self._checked or self._checked_pid != current_pid():
+            self.shard(shard_no)
         key, payload = self._read(shard_no, local)
         return self._record(self.shards[shard_no], local, key, payload)
 
     def _read(self, shard_no: int, local: int) -> tuple[bytes, Any]:
-        shard = self.shard(shard_no)
+        """Record ``local`` of a shard already checked in this process (see :meth:`shard`)."""
+        shard = self.shards[shard_no]
         try:
             return shard.read(local)
         except IndexError:
@@ -200,6 +203,8 @@ class Dataset:
         if self._codec is None:
             return collate([self[int(i)] for i in indices])
         places = [(n := bisect.bisect_right(self._starts, index) - 1, int(index - self._starts[n])) for index in indices]
+        for shard_no in {shard_no for shard_no, _ in places}:
+            self.shard(shard_no)
         items = [self._read(shard_no, local) for shard_no, local in places]
         try:
             columns = self._codec.decode_batch([value for _, value in items], self.schema, self.manifest.channel_order)

@@ -10,7 +10,10 @@ would crash on a damaged one (see lmdb_pages).
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
+from itertools import accumulate
+from operator import add
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +54,19 @@ class LmdbWriter(ShardWriter):
         boundaries lie, so commit points (and so the file's pages) depend only on the shard's
         records, never on how a run or task batched them or where it resumed.
         """
+        sizes = list(map(len, payloads))
         self.records += len(payloads)
-        start = 0
-        pending_bytes = self.pending_bytes
-        for i, (key, payload) in enumerate(zip(keys, payloads, strict=True)):
-            size = len(payload)
-            self.bytes += size
-            pending_bytes += len(key) + size
-            if pending_bytes >= COMMIT_BYTES:
-                self.pending.extend(zip(keys[start:i + 1], payloads[start:i + 1], strict=True))
-                self.pending_bytes = pending_bytes
-                self._commit()
-                start, pending_bytes = i + 1, 0
+        self.bytes += sum(sizes)
+        # gathered[i]: bytes pending once record i-1 is queued, counted from the last commit.
+        gathered = list(accumulate(map(add, map(len, keys), sizes), initial=self.pending_bytes))
+        start = committed = 0
+        while (cut := bisect_left(gathered, committed + COMMIT_BYTES, start + 1)) < len(gathered):
+            self.pending.extend(zip(keys[start:cut], payloads[start:cut], strict=True))
+            self.pending_bytes = gathered[cut] - committed
+            self._commit()
+            start, committed = cut, gathered[cut]
         self.pending.extend(zip(keys[start:], payloads[start:], strict=True))
-        self.pending_bytes = pending_bytes
+        self.pending_bytes = gathered[-1] - committed
 
     def flush(self) -> None:
         self._commit()
