@@ -10,7 +10,9 @@ wait for a worker has a bound.
 
 Each worker has a task pipe (main → worker) and a result pipe (worker → main), so the main
 process knows which worker holds which item, answers arrive per worker in the order sent,
-and a worker's end (its process sentinel) is noticed at once. A thread in each worker
+and a worker's end (its process sentinel) is noticed at once. Items wait in the main
+process until a worker has room (at most two each), so a worker that finishes early takes
+the next item instead of idling behind a slow one. A thread in each worker
 empties its task pipe as items arrive, so a main process sending a task never waits on a
 worker that is itself waiting for the main process to take a result.
 """
@@ -41,6 +43,7 @@ from thresher.errors import WorkerDied
 from thresher.heap import keep_freed_memory
 
 PIPE_BYTES = 1 << 20
+IN_FLIGHT = 2  # items sent to one worker and not yet answered: one at work, one waiting in its pipe
 STOP_SECONDS = 2.0  # how long a worker may take to exit before it is killed
 DIED = ("an encoding worker process ended mid-conversion (killed, perhaps by the out-of-memory killer, or "
         "crashed); finished shards are kept, and running the same command again resumes. With large images, "
@@ -52,7 +55,7 @@ class Ticket:
 
     __slots__ = ("pool", "worker", "done", "ok", "value")
 
-    def __init__(self, pool: WorkerPool, worker: _Worker) -> None:
+    def __init__(self, pool: WorkerPool, worker: _Worker | None) -> None:
         self.pool, self.worker = pool, worker
         self.done = self.ok = False
         self.value: Any = None
@@ -81,6 +84,7 @@ class WorkerPool:
 
     def __init__(self) -> None:
         self.workers: list[_Worker] = []
+        self.backlog: deque[tuple[Ticket, Any]] = deque()  # submitted, not yet sent to a worker
         self.lock = threading.Lock()
         self.stopped = False
 
@@ -122,28 +126,43 @@ class WorkerPool:
         return [c for w in self.workers for c in (w.tasks, w.results)]
 
     def submit(self, item: Any) -> Ticket:
-        worker = min(self.workers, key=lambda w: len(w.waiting))
-        ticket = Ticket(self, worker)
-        try:
-            worker.tasks.send(item)
-        except OSError:  # a closed pipe: the worker is gone
-            raise WorkerDied(DIED) from None
-        worker.waiting.append(ticket)
+        """Queue ``item``; it goes to the first worker with room, so a slow item never idles the others."""
+        ticket = Ticket(self, None)
+        self.backlog.append((ticket, item))
+        self._dispatch()
         return ticket
 
+    def _dispatch(self) -> None:
+        """Hand queued items to workers holding fewer than ``IN_FLIGHT`` (dynamic balancing)."""
+        while self.backlog:
+            worker = min(self.workers, key=lambda w: len(w.waiting))
+            if len(worker.waiting) >= IN_FLIGHT:
+                return
+            ticket, item = self.backlog.popleft()
+            try:
+                worker.tasks.send(item)
+            except OSError:  # a closed pipe: the worker is gone
+                raise WorkerDied(DIED) from None
+            ticket.worker = worker
+            worker.waiting.append(ticket)
+
     def ready(self, ticket: Ticket) -> bool:
-        while not ticket.done and ticket.worker.results.poll():
-            self._read(ticket.worker)
+        for worker in self.workers:
+            while not ticket.done and worker.waiting and worker.results.poll():
+                self._read(worker)
         return ticket.done
 
     def result(self, ticket: Ticket) -> Any:
         """The answer to ``ticket`` (its error raised here); WorkerDied if any worker ends first."""
         sentinels = [w.process.sentinel for w in self.workers]
+        by_pipe = {w.results: w for w in self.workers}
         while not ticket.done:
-            if ticket.worker.results in wait([ticket.worker.results, *sentinels]):
-                self._read(ticket.worker)
-            else:  # a worker exited, and with it the items it held
+            ready = wait([w.results for w in self.workers if w.waiting] + sentinels)
+            answered = [by_pipe[r] for r in ready if r in by_pipe]
+            if not answered:  # a worker exited, and with it the items it held
                 raise WorkerDied(DIED)
+            for worker in answered:
+                self._read(worker)
         if not ticket.ok:
             raise ticket.value
         return ticket.value
@@ -155,6 +174,7 @@ class WorkerPool:
             raise WorkerDied(DIED) from None
         ticket = worker.waiting.popleft()
         ticket.ok, ticket.value, ticket.done = ok, value, True
+        self._dispatch()
 
     def close(self) -> None:
         """Let every worker finish what it holds and exit; kill one that takes too long."""
