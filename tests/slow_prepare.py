@@ -4,7 +4,7 @@ Run as a script (``python tests/slow_prepare.py prepare ...``). The fork server 
 script into every worker, so the slowdown below applies to the workers' encoding as well.
 ``THRESHER_TEST_MARKS`` is a directory: a file ``<split>-<index>`` appears there when the main
 process takes that record to encode, and ``encoder-<pid>`` when a process (the main one or a
-worker) first encodes. ``THRESHER_TEST_DELAY`` is seconds of sleep per unit.
+worker) first encodes. ``THRESHER_TEST_DELAY`` is seconds of sleep per unit in a worker (ten times that in the main process).
 ``THRESHER_TEST_SWALLOWED_AT`` names a unit (by its first record) whose encoding raises a Ctrl-C
 that Python swallows.
 Units hold one record each, so a miniature spreads over many units and shards.
@@ -28,6 +28,9 @@ from thresher.registry import all_recipes
 MARKS = os.environ.get("THRESHER_TEST_MARKS")
 DELAY = float(os.environ.get("THRESHER_TEST_DELAY", "0"))
 SWALLOWED_AT = int(os.environ.get("THRESHER_TEST_SWALLOWED_AT", "-1"))  # a unit whose encoding gets Ctrl-C
+# The main process encodes while the workers start; slowed ten times more, it cannot finish a
+# miniature before slow-starting workers (a loaded machine) take over, so they are seen encoding.
+MAIN_PID = os.getpid() if __name__ == "__main__" else None
 _encode_with = convert.encode_with
 
 
@@ -44,7 +47,7 @@ def slow_encode_with(plan: convert.EncodePlan, codec: Any, unit: convert.Unit) -
         Path(MARKS, f"encoder-{os.getpid()}").touch()
     if unit.start == SWALLOWED_AT:
         Interrupting()
-    time.sleep(DELAY)
+    time.sleep(DELAY * 10 if os.getpid() == MAIN_PID else DELAY)
     return _encode_with(plan, codec, unit)
 
 
