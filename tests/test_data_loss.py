@@ -312,3 +312,19 @@ def test_prepare_does_not_trust_a_shard_changed_in_place(mirror: Mirror, mirror_
                  "--verify"]) == 0
     assert "already prepared" not in capsys.readouterr().out
     assert tree_bytes(out) == clean
+
+
+def test_an_output_of_the_old_layout_is_replaced_by_a_generation(mirror: Mirror, mirror_server: LoopbackServer,
+                                                                 tmp_path: Path) -> None:
+    """Shards written straight into <format>/<split> by an earlier version, with a version-1 manifest."""
+    kwargs = {**network(mirror, mirror_server, "mnist"), "format": "minidb"}
+    out = tmp_path / "mnist" / "minidb"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "shard-00000.minidb").write_bytes(b"old")
+    (out / "manifest.json").write_text(json.dumps({"thresher_manifest": 1, "splits": {}}))
+    result = thresher.prepare("mnist", root=tmp_path, **kwargs)
+    assert (out / "train").is_symlink() and os.readlink(out / "train") == f"{result.generation}/train"
+    assert verify(out).ok
+    with pytest.raises(CorruptShardError, match="prepare the dataset again"):
+        (out / "manifest.json").write_text(json.dumps({"thresher_manifest": 1, "created_by": "thresher 0.0.9"}))
+        thresher.open(out / "train")
