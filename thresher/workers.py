@@ -118,10 +118,6 @@ class WorkerPool:
             raise
         return self
 
-    def pids(self) -> set[int | None]:
-        """The workers' process ids (for tests and diagnostics)."""
-        return {w.process.pid for w in self.workers}
-
     def connections(self) -> list[Connection]:
         return [c for w in self.workers for c in (w.tasks, w.results)]
 

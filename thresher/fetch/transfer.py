@@ -17,7 +17,6 @@ Safety rules for the partial file:
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import re
@@ -42,7 +41,6 @@ from thresher.writeback import start_writeback
 
 log = logging.getLogger("thresher.fetch")
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 # Errors that mean "the transfer broke", as opposed to our own disk writes failing.
 _NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
