@@ -2,8 +2,9 @@
 
 thresher's fetch streams to ``<file>.part`` while computing sha256, checks size and hash,
 fsyncs and renames; curl just writes the bytes. Both fetch the same random file from the
-same local server (``benchmarks.static_server``, sendfile-based). curl into /dev/null shows
-what the server and loopback deliver without any disk, i.e. that the server is not the limit.
+same local server (``tests/server.py``, the tests' loopback server, which sends with sendfile).
+curl into /dev/null shows what the server and loopback deliver without any disk, i.e. that the
+server is not the limit.
 Target (issue): curl's time / thresher's time ≥ 0.9.
 """
 
@@ -37,7 +38,7 @@ def run(ws: Workspace, quick: bool) -> Table:
     size = round(SIZE * ws.scale)
     served = ws.fresh("download-served")
     sha256 = write_random_file(served / FILENAME, size)
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.static_server", str(served)], cwd=REPO,
+    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "server.py"), str(served)], cwd=REPO,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
@@ -95,7 +96,7 @@ def _measure(ws: Workspace, table: Table, url: str, size: int, sha256: str) -> N
                   "curl not installed: baseline unavailable", None, "—")
         table.notes.append("curl is not installed, so the baseline is unavailable (nothing was installed).")
     table.notes += [
-        f"File: {size:,} random bytes, served from the page cache by `benchmarks.static_server` "
+        f"File: {size:,} random bytes, served from the page cache by `tests/server.py` "
         f"(ThreadingHTTPServer + sendfile). Each side ran {RUNS} times, alternating; the best run counts. "
         "Before every run (either side) the same settling step: write, fsync and delete a file of the "
         "download's size, then `os.sync()`.",

@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from benchmarks.common import Table
+from thresher.atomic import write_bytes_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
@@ -83,7 +84,7 @@ def write(tables: list[Table], *, started: datetime.datetime, seconds: float, pa
             parts += [f"### {table.title}", "", *table.analysis]
     parts += ["", HAND_START, "", _hand_written(path), "", HAND_END, ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts))
+    write_bytes_atomic(path, "\n".join(parts).encode("utf-8"))  # a killed run keeps the old file whole
     return path
 
 

@@ -74,7 +74,7 @@ class An4(Recipe):
     sources = (
         Source(ARCHIVE, ("http://www.speech.cs.cmu.edu/databases/an4/an4_raw.bigendian.tar.gz",),
                size=None, sha256=None, md5=None,
-               checksum_source=("none published (sources.md: no md5/sha256/size in any source read); "
+               checksum_source=("none published (the CMU page and README give no md5, sha256 or size); "
                                 "the sha256 of the first download is recorded and verified after")),
     )
     splits = (

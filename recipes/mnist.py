@@ -17,7 +17,7 @@ from thresher.published import Count, check_claim, limit
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
 
-OFFICIAL = "http://yann.lecun.com/exdb/mnist/"  # answers 403 since 2020 (sources.md); mirrors follow
+OFFICIAL = "http://yann.lecun.com/exdb/mnist/"  # answers 403 Forbidden; torchvision's mirrors follow
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
 PUBLISHED = "md5: torchvision mnist.py; size+sha256: TFDS url_checksums/mnist.txt = HF datasets/mnist/dataset_infos.json"
 

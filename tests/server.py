@@ -21,13 +21,22 @@ confirm flow, redirects) default to every request.
 
 Two instances (``name="origin"``, ``name="mirror"``) model two hosts; each keeps its own
 ``requests`` log, and every :class:`RequestLog` carries the ``server`` name it hit.
+
+The same server is every loopback host the project needs: ``tls=`` an ``ssl.SSLContext`` makes
+it an HTTPS host; given an absolute URL as its request target it answers as a forward proxy
+(``RequestLog.target`` keeps what was asked); bodies without a fault go out with
+``socket.sendfile``, so ``python tests/server.py ROOT`` (it prints its port, then serves) is
+also the download benchmark's server.
 """
 
 from __future__ import annotations
 
 import email.utils
 import hashlib
+import os
 import socket
+import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -255,6 +264,7 @@ class RequestLog:
     body_bytes: int = 0
     fault: str | None = None
     started: float = 0.0
+    target: str = ""  # the request target as sent: an absolute URL when the client used us as a proxy
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -317,6 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
             range=self.headers.get("Range"),
             headers=dict(self.headers.items()),
             started=time.monotonic(),
+            target=self.path,
         )
         owner._log(self.entry)
         fault = owner._take_fault(path, has_range=self.entry.range is not None)
@@ -357,12 +368,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve_file(target, fault, head)
 
     def _serve_file(self, target: Path, fault: Fault | None, head: bool) -> None:
-        data = target.read_bytes()
-        if isinstance(fault, Corrupt):
-            data = fault.apply(data)
-        size = len(data)
         st = target.stat()
-        etag = f'"{hashlib.sha1(data).hexdigest()[:16]}"'
+        size = st.st_size
+        data = fault.apply(target.read_bytes()) if isinstance(fault, Corrupt) else None
+        etag = self.server.owner._etag(target, st, data)
         last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
         headers = {
             "Content-Type": "application/octet-stream",
@@ -387,8 +396,8 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        body = data[start : end + 1] if size else b""
-        headers["Content-Length"] = str(len(body))
+        length = max(0, end - start + 1)
+        headers["Content-Length"] = str(length)
         self.entry.status = status
         self.send_response(status)
         for k, v in headers.items():
@@ -396,6 +405,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
+        if data is None and not isinstance(fault, (ShortBody, DropAfter, Stall)):
+            with open(target, "rb") as f:  # straight from the page cache: a 1 GB body costs the server little
+                self.entry.body_bytes += self.connection.sendfile(f, start, length) if length else 0
+            return
+        if data is None:
+            with open(target, "rb") as f:
+                f.seek(start)
+                body = f.read(length)
+        else:
+            body = data[start : end + 1]
+        self._send_faulty(body, size, fault)
+
+    def _send_faulty(self, body: bytes, size: int, fault: Fault | None) -> None:
+        """Send ``body`` in chunks, cutting, shortening or stalling it as ``fault`` says."""
         if isinstance(fault, ShortBody):
             self._send(body[: max(0, len(body) - fault.missing)])
             self._cut()
@@ -447,10 +470,8 @@ class _Server(ThreadingHTTPServer):
     owner: LoopbackServer
 
     def handle_error(self, request: object, client_address: object) -> None:
-        """Clients hanging up (timeouts, drops we caused) are normal here; anything else is printed."""
-        import sys
-
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        """Clients hanging up (timeouts, drops we caused, refused TLS) are normal here; anything else is printed."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)  # type: ignore[arg-type]
 
@@ -458,8 +479,12 @@ class _Server(ThreadingHTTPServer):
 class LoopbackServer:
     """A threaded HTTP server on 127.0.0.1 (ephemeral port) serving ``root``, with injectable faults."""
 
-    def __init__(self, root: Path, name: str = "server") -> None:
+    def __init__(self, root: Path, name: str = "server", *, tls: ssl.SSLContext | None = None,
+                 content_etags: bool = True) -> None:
+        """``content_etags``: ETags hash the bytes, so a rewritten file always gets a new one; off,
+        they come from size and mtime (for files too large to hash on every request)."""
         self.root = Path(root)
+        self.content_etags = content_etags
         self.root.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.requests: list[RequestLog] = []
@@ -468,8 +493,10 @@ class LoopbackServer:
         self._stop = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self.port: int = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -553,9 +580,26 @@ class LoopbackServer:
                     return fault
         return None
 
+    def _etag(self, target: Path, st: os.stat_result, data: bytes | None) -> str:
+        if not self.content_etags:
+            return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+        digest = hashlib.sha1(data if data is not None else target.read_bytes())
+        return f'"{digest.hexdigest()[:16]}"'
+
     def _resolve(self, path: str) -> Path | None:
         root = self.root.resolve()
         target = (root / path.lstrip("/")).resolve()
         if target != root and root not in target.parents:
             return None
         return target
+
+
+def main(root: str) -> None:
+    """Serve ``root`` until killed, after printing the port on one line (for the download benchmark)."""
+    server = LoopbackServer(Path(root), name="benchmark", content_etags=False).start()
+    print(server.port, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,4 +1,4 @@
-"""Codecs: byte-exact against the hex examples of formats.md §7, fast path == protobuf path, round trips."""
+"""Codecs: byte-exact against hand-checked hex examples (protoc --encode), fast path == protobuf path, round trips."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_message_bytes_match_formats_examples():
     assert TensorProto(data_type=3, byte_data=b"").SerializeToString() == h("10 03 2a 00")
 
 
-# --------------------------------------------------------------------------- datum, formats.md §7
+# --------------------------------------------------------------------------- datum, hex examples
 
 
 @pytest.mark.parametrize("path", ["encode", "encode_reference"])
@@ -216,7 +216,7 @@ def test_labels_must_fit_int32():
             codec.encode({"image": A_IMAGE, "label": 1.5}, image_schema(), "GRAY")
 
 
-# --------------------------------------------------------------------------- tensorprotos, formats.md §7
+# --------------------------------------------------------------------------- tensorprotos, hex examples
 
 
 @pytest.mark.parametrize("path", ["encode", "encode_reference"])

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import shutil
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from reliability_matrix import scenario
+from server import LoopbackServer
 
 from thresher.errors import DownloadError
 from thresher.fetch import fetch_sources
@@ -42,44 +40,13 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    """Serves DATA at /pub/data.bin; as a proxy it also accepts absolute URIs."""
-
-    seen: list[str] = []
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        type(self).seen.append(self.path)
-        path = urlsplit(self.path).path
-        if path != "/pub/data.bin":
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(DATA)))
-        self.end_headers()
-        self.wfile.write(DATA)
-
-
-def _serve(server: http.server.HTTPServer) -> Iterator[http.server.HTTPServer]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
-def https_server(certificates: Path) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+def https_server(certificates: Path, tmp_path: Path) -> Iterator[str]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificates / "server.pem", certificates / "server.key")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    for running in _serve(server):
-        yield f"https://127.0.0.1:{running.server_address[1]}"
+    with LoopbackServer(tmp_path / "www", name="https", tls=context) as server:
+        server.put("pub/data.bin", DATA)
+        yield server.url
 
 
 def _source(url: str) -> Source:
@@ -109,13 +76,12 @@ def test_tls_is_verified(https_server: str, certificates: Path, tmp_path: Path,
           "a real forward proxy on 127.0.0.1 receives the absolute URL of a host that does not resolve "
           "and serves the file")
 def test_proxy_from_environment_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _Files.seen = []
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    for running in _serve(proxy):
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{running.server_address[1]}")
+    with LoopbackServer(tmp_path / "www", name="proxy") as proxy:
+        proxy.put("pub/data.bin", DATA)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
         monkeypatch.setenv("NO_PROXY", "")
         monkeypatch.setenv("no_proxy", "")
         url = "http://datasets.example.invalid/pub/data.bin"  # .invalid never resolves: only the proxy can answer
         out = fetch_sources("demo", [_source(url)], tmp_path / "dl", progress=False)
     assert out["data.bin"].read_bytes() == DATA
-    assert _Files.seen == [url]
+    assert [r.target for r in proxy.requests] == [url]

@@ -229,3 +229,24 @@ def test_two_servers_are_two_hosts(server: LoopbackServer, tmp_path: Path) -> No
         assert requests.get(mirror.url + "/a", timeout=5).content == b"1"
         assert server.requests == [] and mirror.requests[0].server == "mirror"
         assert mirror.url != server.url
+
+
+def test_server_script_serves_a_folder_for_the_benchmark(tmp_path: Path) -> None:
+    """``python tests/server.py ROOT`` (the download benchmark's server) prints its port and serves ranges."""
+    import subprocess
+    import sys
+
+    data = bytes(range(256)) * 4096
+    (tmp_path / "big.bin").write_bytes(data)
+    script = Path(__file__).with_name("server.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = f"http://127.0.0.1:{int(proc.stdout.readline())}/big.bin"
+        assert requests.get(url, timeout=10).content == data
+        r = requests.get(url, headers={"Range": "bytes=1000-"}, timeout=10)
+        assert r.status_code == 206 and r.content == data[1000:]
+        assert r.headers["Content-Range"] == f"bytes 1000-{len(data) - 1}/{len(data)}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -34,8 +34,8 @@ def read_all(fmt: str, path: Path, schema: Schema = IMAGE_LABEL, channel_order: 
         reader.close()
 
 
-def test_minidb_record_framing_matches_formats_md_byte_for_byte(tmp_path: Path) -> None:
-    # formats.md section 7: key "00000000", value = Datum A, lengths little-endian int32.
+def test_minidb_record_framing_matches_caffe2_byte_for_byte(tmp_path: Path) -> None:
+    # MiniDB framing (caffe2/core/db.cc): key "00000000", value = Datum A, lengths little-endian int32.
     expected = bytes.fromhex("08000000 0e000000") + b"00000000" + DATUM_A
     assert len(expected) == 30
     assert frame(b"00000000", DATUM_A) == expected

@@ -7,6 +7,7 @@ import errno
 import os
 import resource
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,22 +16,45 @@ from thresher.errors import DiskSpaceError, WriteError
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
+# What Linux answers when a filesystem cannot fsync a directory; the rename is atomic all the same.
+_NO_DIRECTORY_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
 def temporary_name(final: Path) -> Path:
-    """A sibling name unique to this process, on the same filesystem as ``final`` (so rename is atomic)."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    """A sibling name unique to this thread, on the same filesystem as ``final`` (so rename is atomic).
+
+    Every temporary matches ``.*.tmp-*``, which is how a resumed run finds a killed run's leftovers.
+    """
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable, where the filesystem can."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIRECTORY_FSYNC:
+            raise
+    finally:
+        os.close(fd)
+
+
 def place(tmp: Path, final: Path) -> None:
-    """Move a finished file or directory to its final name, replacing an old one."""
-    if final.is_dir() and not final.is_symlink():
+    """Move a finished file or directory to its final name, replacing an old one of the same kind.
+
+    An old directory is removed only for a new directory (LMDB shards are directories); a file
+    never replaces a directory, so a download cannot delete a folder that happens to have its name.
+    """
+    if tmp.is_dir() and final.is_dir() and not final.is_symlink():
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_dir(final.parent)
@@ -45,6 +69,7 @@ def remove(path: Path) -> None:
 
 
 def write_bytes_atomic(final: Path, data: bytes) -> None:
+    """Write a small file whole under a temporary name, fsync it, then rename it into place."""
     tmp = temporary_name(final)
     try:
         with disk_errors(final, len(data)), open(tmp, "wb") as fh:

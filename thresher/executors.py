@@ -61,7 +61,7 @@ class OrderedPool(Generic[T, R]):
         self.started = False  # has a worker delivered a result yet
         self.spare_core = workers < _usable_cores()  # then the main process keeps helping
         if workers > 1:
-            # Starting a fork server blocks for about 0.25 s; the main process encodes meanwhile.
+            # Starting a fork server blocks for a noticeable time; the main process encodes meanwhile.
             pool = self.pool = WorkerPool()
             self.starting = _in_thread(lambda: pool.start(func, workers, initializer, initargs))
 

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from thresher.atomic import fsync_dir, remove, temporary_name, write_bytes_atomic
-from thresher.manifest import GENERATION_PREFIX, FileEntry, Manifest, SplitEntry, sha256_file
+from thresher.hashing import hash_file
+from thresher.manifest import GENERATION_PREFIX, FileEntry, Manifest, SplitEntry
 
 # Size and modification time of every shard file when its output was switched to. Kept out of
 # the manifest, whose bytes depend only on the records; lets a rerun see a file changed since.
@@ -40,7 +41,7 @@ class Stamps:
             return False
         if self.seen.get(f.path) == [stat.st_size, stat.st_mtime_ns]:
             return True
-        return sha256_file(path) == f.sha256
+        return hash_file(path).sha256 == f.sha256
 
     @staticmethod
     def write(manifest: Manifest, out_dir: Path) -> None:
@@ -63,7 +64,7 @@ def intact_prefix(out_dir: Path, entry: SplitEntry, *, verify: bool, stamps: Sta
     for index, shard in enumerate(entry.shards):
         for f in shard.files:
             path = out_dir / f.path
-            intact = path.is_file() and sha256_file(path) == f.sha256 if verify else stamps.unchanged(path, f)
+            intact = path.is_file() and hash_file(path).sha256 == f.sha256 if verify else stamps.unchanged(path, f)
             if not intact:
                 return index
     return len(entry.shards)

@@ -3,9 +3,8 @@
 Decoding a 500×375 JPEG, resizing and re-encoding it allocates and frees a few buffers of
 hundreds of kilobytes. In a fresh process glibc serves those from ``mmap`` and gives them
 back (or trims the heap) on every free, so each image pays for page faults and zeroed pages
-again: measured on 1,184 Flowers photos, a forkserver worker took 396,000 page faults and
-2.62 CPU-seconds for what took 2,200 faults and 1.95 s in a long-lived process. Raising
-glibc's mmap and trim thresholds makes the worker reuse its heap, like the long-lived process.
+again, where a long-lived process reuses its heap (docs/performance.md has the measurement).
+Raising glibc's mmap and trim thresholds makes the worker reuse its heap too.
 Only dedicated worker processes do this; a user's own process is left alone.
 """
 

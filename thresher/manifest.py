@@ -14,11 +14,11 @@ from typing import Any
 
 from thresher.atomic import human_bytes, write_bytes_atomic
 from thresher.errors import CorruptShardError
+from thresher.hashing import hash_file
 from thresher.schema import Schema
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 2
-HASH_CHUNK = 4 << 20
 GENERATION_PREFIX = "gen-"
 
 
@@ -194,13 +194,5 @@ class Manifest:
         return cls.from_json(data, Path(directory))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_entry(base: Path, path: Path) -> FileEntry:
-    return FileEntry(path=path.relative_to(base).as_posix(), bytes=path.stat().st_size, sha256=sha256_file(path))
+    return FileEntry(path=path.relative_to(base).as_posix(), bytes=path.stat().st_size, sha256=hash_file(path).sha256)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from thresher.fetch.checksums import format_checksums
-from thresher.manifest import sha256_file
+from thresher.hashing import hash_file
 
 FIXED_MTIME = 1243728000  # any constant: miniatures must not change from run to run
 
@@ -45,7 +45,7 @@ def write_tar(path: Path, members: Mapping[str, bytes | None], *, compression: s
 
 def write_checksums(files: Mapping[str, Path], path: Path) -> Path:
     """A ``--checksums`` file for the miniature, as a private mirror's operator would write one."""
-    rows = [(name, p.stat().st_size, sha256_file(p)) for name, p in sorted(files.items())]
+    rows = [(name, p.stat().st_size, hash_file(p).sha256) for name, p in sorted(files.items())]
     path.write_text(format_checksums(rows))
     return path
 

@@ -44,8 +44,9 @@ from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
 from thresher.generations import Stamps, intact_prefix, link_splits, split_intact, switch_to
+from thresher.hashing import hash_file
 from thresher.inputs import check_shard_size, check_workers
-from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry, sha256_file
+from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry
 from thresher.progress import PROGRESS_NAME, ProgressState, resume_split
 from thresher.published import compare_counts
 from thresher.recipe import Recipe
@@ -206,7 +207,7 @@ def key_format(recipe: Recipe, splits: Iterable[str]) -> str:
 def source_entry(filename: str, path: Path) -> dict[str, Any]:
     """Size and sha256 of a source for the manifest; the download's verification stamp saves a re-read."""
     stamp = read_stamp(path)
-    digest = stamp.sha256 if stamp is not None else sha256_file(path)
+    digest = stamp.sha256 if stamp is not None else hash_file(path).sha256
     return {"filename": filename, "bytes": path.stat().st_size, "sha256": digest}
 
 

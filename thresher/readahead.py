@@ -2,7 +2,7 @@
 
 zlib, bz2 and lzma release the GIL while they inflate, so a thread that decompresses a few
 chunks ahead runs on another core beside the conversion instead of before it: for MNIST and
-CIFAR-10 the inflate is about a third of the whole conversion. Read-ahead is bounded
+CIFAR-10 the inflate is a large part of the whole conversion. Read-ahead is bounded
 (``depth`` chunks), errors surface in the reader at the position they happened, and closing
 the reader stops the thread.
 """

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from thresher.errors import ThresherError
 from thresher.formats import get_format
-from thresher.manifest import MANIFEST_NAME, Manifest, sha256_file
+from thresher.hashing import hash_file
+from thresher.manifest import MANIFEST_NAME, Manifest
 from thresher.reader import Dataset, no_split
 from thresher.tiling import split_problems
 
@@ -70,7 +71,7 @@ def verify(path: str | Path, *, decode: bool = True) -> VerifyReport:
                 report.problems.append(f"{target}: {size} bytes, manifest says {f.bytes}")
                 hashes_ok = False
                 continue
-            digest = sha256_file(target)
+            digest = hash_file(target).sha256
             if digest != f.sha256:
                 report.problems.append(f"{target}: sha256 {digest} differs from the manifest's {f.sha256}")
                 hashes_ok = False

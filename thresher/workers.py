@@ -100,7 +100,7 @@ class WorkerPool:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # this thread only
         context = multiprocessing.get_context("forkserver")
         # Imported once in the fork server (if this starts it) instead of in every worker: importing
-        # thresher cost each fresh worker about 0.15 CPU-seconds. "__main__" is multiprocessing's
+        # thresher is a real part of a fresh worker's start-up. "__main__" is multiprocessing's
         # own default (the caller's script, imported once there rather than in every worker).
         context.set_forkserver_preload(["__main__", *sorted({func.__module__, __name__})])
         try:
@@ -117,10 +117,6 @@ class WorkerPool:
             self.terminate()
             raise
         return self
-
-    def pids(self) -> set[int | None]:
-        """The workers' process ids (for tests and diagnostics)."""
-        return {w.process.pid for w in self.workers}
 
     def connections(self) -> list[Connection]:
         return [c for w in self.workers for c in (w.tasks, w.results)]
@@ -208,8 +204,8 @@ def _start_worker(context: Any, func: Callable[[Any], Any], initializer: Callabl
 
 
 def _enlarge(end: Connection) -> None:
-    """Pipes of 1 MiB (Linux): a unit's result (16 photos, ~300 KB) then moves in one write
-    instead of five 64 KB rounds that each wake the other side."""
+    """Pipes of 1 MiB (Linux): a unit's result (a few encoded photos) then moves in one write
+    instead of several rounds of the default pipe size, each waking the other side."""
     setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
     if setsize is not None:
         with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default

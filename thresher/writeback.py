@@ -2,10 +2,10 @@
 
 A download is fsynced before it takes its final name (later runs trust its verification
 stamp, so it must be on disk). Left to itself the kernel writes nothing back until seconds
-later, and that fsync then waits for the whole file: 0.28 s per GB measured here. Started
-every few megabytes as the data arrives, the writeback keeps up and the final fsync took
-0.01 s. Python's ``os`` has no ``sync_file_range``, so the C library's is called directly;
-elsewhere (or without glibc's symbol) this does nothing and the fsync simply takes longer.
+later, and that fsync then waits for the whole file. Started every few megabytes as the data
+arrives, the writeback keeps up and the final fsync is short (docs/performance.md). Python's
+``os`` has no ``sync_file_range``, so the C library's is called directly; elsewhere (or without
+glibc's symbol) this does nothing and the fsync simply takes longer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Caffe ``Datum`` codec: one image plus one int32 label per value (formats.md §1, §6.2).
+"""Caffe ``Datum`` codec: one image plus one int32 label per value (``caffe.proto``).
 
 Raw images are written like ``convert_imageset``: channels/height/width, planar CHW ``data`` in the
 stored channel order, ``label`` and an explicit ``encoded=false`` (``38 00``), because DALI's Caffe

@@ -2,7 +2,7 @@
 
 The descriptors are built at import time from ``descriptor_pb2`` so there is no ``protoc`` step and
 no generated file to keep in sync. Field numbers, types, defaults and packing follow
-``caffe.proto`` / ``caffe2.proto`` exactly (see docs formats.md §1.1, §2.1, §2.2), because packing
+``caffe.proto`` (BVLC Caffe) / ``caffe2.proto`` (PyTorch's caffe2/proto) exactly, because packing
 and defaults change the bytes on the wire. They live in a private descriptor pool so they can never
 clash with another copy of ``caffe.proto`` imported into the same process.
 """

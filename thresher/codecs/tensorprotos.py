@@ -1,4 +1,4 @@
-"""Caffe2 ``TensorProtos`` codec: one ``TensorProto`` per schema field, in schema order (formats.md §2, §4).
+"""Caffe2 ``TensorProtos`` codec: one ``TensorProto`` per schema field, in schema order (``caffe2.proto``).
 
 Each proto sets ``data_type`` explicitly (its default is FLOAT, which every reader would misread) and
 no ``name``, like the Caffe2 converters:

@@ -1,4 +1,4 @@
-"""Checksums: hashing as bytes arrive, the ``filename<TAB>size<TAB>sha256`` files, and what to expect.
+"""Checksums: the ``filename<TAB>size<TAB>sha256`` files, verification stamps, and what to expect.
 
 Three places can say what a file should be, strongest first: a ``--checksums FILE`` override,
 the ``checksums.tsv`` recorded in the download directory (trust-on-first-use for files whose
@@ -9,87 +9,23 @@ recipe.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 import threading
-from collections import deque
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from thresher.atomic import write_bytes_atomic
 from thresher.errors import MalformedDataError, ThresherError
 from thresher.fetch.lock import file_lock
+from thresher.hashing import Actual
 
 RECORD_NAME = "checksums.tsv"
 STAMP_DIR = ".verified"
-CHUNK = 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
-
-
-# hashlib releases the GIL on large buffers, so hashing on this thread runs beside the
-# download's receiving and writing instead of after every chunk. One thread for all
-# hashers keeps each hasher's chunks in order and leaks nothing when a hasher is dropped.
-_HASHING = ThreadPoolExecutor(1, thread_name_prefix="thresher-hash")
-_IN_FLIGHT = 8  # chunks queued per hasher before update() waits: bounds memory
-
-
-class Hasher:
-    """sha256 (always) and md5 (when a publisher gives only md5) of a byte stream, plus its size."""
-
-    def __init__(self, md5: bool = False) -> None:
-        self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
-        self.size = 0
-        self._pending: deque[Future[None]] = deque()
-
-    def update(self, data: bytes | memoryview) -> None:
-        block = bytes(data) if isinstance(data, memoryview) else data  # the caller may reuse its buffer
-        self.size += len(block)
-        if len(self._pending) >= _IN_FLIGHT:
-            self._pending.popleft().result()
-        self._pending.append(_HASHING.submit(self._digest, block))
-
-    def _digest(self, block: bytes) -> None:
-        self._sha256.update(block)
-        if self._md5 is not None:
-            self._md5.update(block)
-
-    def _drain(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()
-
-    def update_from_file(self, path: Path, limit: int | None = None) -> None:
-        """Feed the first ``limit`` bytes of ``path`` (all when None): the prefix kept from a resume."""
-        with open(path, "rb") as f:
-            remaining = limit
-            while remaining is None or remaining > 0:
-                block = f.read(CHUNK if remaining is None else min(CHUNK, remaining))
-                if not block:
-                    break
-                self.update(block)
-                if remaining is not None:
-                    remaining -= len(block)
-
-    def result(self) -> Actual:
-        self._drain()
-        return Actual(
-            size=self.size,
-            sha256=self._sha256.hexdigest(),
-            md5=self._md5.hexdigest() if self._md5 is not None else None,
-        )
-
-
-@dataclass(frozen=True)
-class Actual:
-    """What a file turned out to be."""
-
-    size: int
-    sha256: str
-    md5: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,12 +70,6 @@ class Expected:
 def describe_actual(actual: Actual) -> str:
     text = f"size={actual.size} sha256={actual.sha256 or '(not computed)'}"
     return text + (f" md5={actual.md5}" if actual.md5 else "")
-
-
-def hash_file(path: Path, md5: bool = False) -> Actual:
-    hasher = Hasher(md5=md5)
-    hasher.update_from_file(path)
-    return hasher.result()
 
 
 # -- the TSV format ----------------------------------------------------------------------------
@@ -240,12 +170,7 @@ class RecordedChecksums:
             text = format_checksums(
                 (name, size if size is not None else "-", sha) for name, (size, sha) in current.items()
             )  # type: ignore[misc]
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_bytes_atomic(self.path, text.encode("utf-8"))
 
 
 def record_checksums(download_dir: Path, rows: Iterable[tuple[str, int, str]]) -> Path:
@@ -291,10 +216,8 @@ def write_stamp(dest: Path, actual: Actual) -> None:
             "sha256": actual.sha256,
             "md5": actual.md5,
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(payload), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:  # a stamp is an optimisation; failing to write one only costs a re-hash
+        write_bytes_atomic(path, json.dumps(payload).encode("utf-8"))
+    except (OSError, ThresherError):  # a stamp is an optimisation; failing to write one only costs a re-hash
         pass
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
-from thresher.atomic import check_free_space, disk_errors
+from thresher.atomic import check_free_space, disk_errors, fsync_file, place
 from thresher.errors import (
     ChecksumError,
     DiskSpaceError,
@@ -31,14 +31,12 @@ from thresher.errors import (
     ThresherError,
 )
 from thresher.fetch.checksums import (
-    Actual,
     Expected,
     RecordedChecksums,
     check_digest,
     describe_actual,
     drop_stamp,
     format_checksums,
-    hash_file,
     read_checksums_file,
     read_stamp,
     record_checksums,
@@ -47,6 +45,7 @@ from thresher.fetch.checksums import (
 from thresher.fetch.http import RetryPolicy, make_session
 from thresher.fetch.lock import file_lock
 from thresher.fetch.transfer import PartState, UrlFailed, copy_local, download_to_part
+from thresher.hashing import Actual, hash_file
 from thresher.recipe import Source
 
 __all__ = ["compute_checksums", "fetch_sources", "format_checksums"]
@@ -402,20 +401,9 @@ def _download(source: Source, expected: Expected, dest: Path, ctx: _Context, not
 def _place(part: Path, dest: Path) -> None:
     """fsync the finished ``.part``, rename it to ``dest`` atomically, fsync the directory."""
     with disk_errors(dest):
-        fd = os.open(part, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(part, dest)
+        fsync_file(part)
+        place(part, dest)
         PartState.remove(part)
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        except OSError:  # some filesystems refuse directory fsync; the rename is still atomic
-            pass
-        finally:
-            os.close(dir_fd)
 
 
 def _record_first(filename: str, actual: Actual, ctx: _Context, how: str) -> None:

@@ -17,10 +17,8 @@ Safety rules for the partial file:
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -33,16 +31,16 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from thresher.atomic import disk_errors
+from thresher.atomic import disk_errors, write_bytes_atomic
 from thresher.errors import DownloadError, HtmlInsteadOfDataError
 from thresher.fetch import gdrive, sniff
-from thresher.fetch.checksums import CHUNK, Actual, Expected, Hasher
+from thresher.fetch.checksums import Expected
 from thresher.fetch.http import RetryPolicy, is_retryable_status, parse_retry_after
+from thresher.hashing import CHUNK, Actual, Hasher
 from thresher.writeback import start_writeback
 
 log = logging.getLogger("thresher.fetch")
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 # Errors that mean "the transfer broke", as opposed to our own disk writes failing.
 _NETWORK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
@@ -101,11 +99,7 @@ class PartState:
             return None
 
     def save(self, part: Path) -> None:
-        path = self.path_for(part)
-        with disk_errors(path):
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(asdict(self)), encoding="utf-8")
-            os.replace(tmp, path)
+        write_bytes_atomic(self.path_for(part), json.dumps(asdict(self)).encode("utf-8"))
 
     @classmethod
     def remove(cls, part: Path) -> None:

@@ -324,7 +324,7 @@ class Hdf5Reader(ShardReader):
     def read(self, index: int) -> tuple[bytes, Any]:
         self._ensure_open()
         if self._cache is None and self._cached_bytes <= CACHE_BYTES:
-            # Row-at-a-time HDF5 reads cost ~60 µs each; a shard this size is cheaper held whole,
+            # Row-at-a-time HDF5 reads each pay h5py's per-call cost; a shard this size is cheaper held whole,
             # which is also how Caffe's HDF5Data layer reads it.
             columns = self.columns(0, self._length)
             self._cache = {name: c.tolist() if isinstance(c, np.ndarray) and c.ndim == 1 else c
