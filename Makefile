@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RECIPES := mnist cifar10 flowers102 an4
+# NAME/VARIANT goals (make voc/2012): any goal with a slash prepares that variant. Make has no
+# pattern with two stems, so they are picked out of the command line and declared phony.
+VARIANT_GOALS := $(foreach goal,$(MAKECMDGOALS),$(if $(findstring /,$(goal)),$(goal)))
 # Extra options for recipe targets, e.g. make mnist ARGS="--format hdf5"
 ARGS ?=
 # PyTorch is an optional extra. The tests install it only where a CPU build already lies on this
@@ -11,10 +14,11 @@ ARGS ?=
 # gigabytes from the network.
 LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 
-.PHONY: help venv test lint demo bench clean $(RECIPES)
+.PHONY: help venv test lint demo bench clean $(RECIPES) $(VARIANT_GOALS)
 
 help:
 	@echo "make <recipe>   prepare a dataset into datasets/<recipe>/lmdb ($(RECIPES)); ARGS=... for options"
+	@echo "make <recipe>/<variant>   one variant of a recipe with variants, into datasets/<recipe>/<variant>/lmdb"
 	@echo "make test       install and run the test suite"
 	@echo "make demo       the whole pipeline offline on miniatures served from 127.0.0.1, all formats"
 	@echo "make bench      benchmarks (writes docs/performance.md)"
@@ -29,7 +33,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-$(RECIPES): $(STAMP)
+$(RECIPES) $(VARIANT_GOALS): $(STAMP)
 	$(BIN)/thresher prepare $@ $(ARGS)
 
 test: $(STAMP)

@@ -14,11 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from thresher.archive import Limits, iter_tar
 from thresher.errors import MalformedDataError
-from thresher.miniature import write_tar
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
 from thresher.schema import Field, Schema
 
@@ -127,6 +124,9 @@ class An4(Recipe):
 
     def write_miniature(self, directory: Path) -> Miniature:
         """Seven utterances by four speakers, in the real tree, as a gzip'd tar."""
+        import numpy as np
+
+        from thresher.miniature import write_tar
         rng = np.random.default_rng(4)
         utterances = {
             "train": [("an4_clstk/fash/an251-fash-b", "RUBOUT G M E F THREE NINE"),
@@ -182,6 +182,7 @@ def _lines(data: bytes, name: str) -> list[Line]:
 def _record(fileid: Line, line: Line | None, data: bytes | None, lists_name: str, text_name: str
             ) -> Record | BadRecord:
     """One utterance, or a BadRecord naming the line or member that is wrong."""
+    import numpy as np
     at_fileid = f"{lists_name} line {fileid.number}"
     parts = fileid.text.split("/")
     if len(parts) < 2 or not all(parts):

@@ -11,11 +11,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
-from thresher.miniature import drawn_image, write_tar
 from thresher.published import Contents
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
@@ -116,6 +113,9 @@ class Cifar10(Recipe):
         return f"{ARCHIVE}:{member} byte {offset}"
 
     def write_miniature(self, directory: Path) -> Miniature:
+        import numpy as np
+
+        from thresher.miniature import drawn_image, write_tar
         rng = np.random.default_rng(10)
         records: dict[str, list[Record]] = {"train": [], "test": []}
         members = {f"{FOLDER}/batches.meta.txt": "".join(f"{c}\n" for c in CLASSES).encode()}
@@ -150,6 +150,7 @@ def _held_records(data: bytes, source: str) -> Iterator[RecordBatch]:
 
 def _batch_records(stream: BinaryIO, size: int, source: str) -> Iterator[RecordBatch]:
     """The records of one batch of ``size`` bytes, read ``READ_RECORDS`` at a time."""
+    import numpy as np
     for start in range(0, size, READ_RECORDS * RECORD_BYTES):
         want = min(READ_RECORDS * RECORD_BYTES, size - start)
         data = stream.read(want)

@@ -12,17 +12,17 @@ import io
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.extent import Extent, head
-from thresher.matlab import load_mat, save_mat
-from thresher.miniature import drawn_image, write_tar
 from thresher.published import Contents, Count
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
 from thresher.schema import Field, Schema
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IMAGES = "102flowers.tgz"
 LABELS = "imagelabels.mat"
@@ -92,6 +92,7 @@ class Flowers102(Recipe):
         (an ``Extent``): the encoder reads it, in its own process with ``--workers``. Were the
         tar ever compressed, the bytes themselves would be held (at worst a whole split's).
         """
+        from thresher.matlab import load_mat
         variable = SPLIT_VARIABLE[split]
         ids = _vector(load_mat(files[SETID], source=SETID), SETID, variable)
         labels = _vector(load_mat(files[LABELS], source=LABELS), LABELS, "labels")
@@ -132,6 +133,7 @@ class Flowers102(Recipe):
 
     def stated_counts(self, split: str, files: Mapping[str, Path]) -> list[Count]:
         """How many image ids setid.mat lists for the split."""
+        from thresher.matlab import load_mat
         variable = SPLIT_VARIABLE[split]
         ids = _vector(load_mat(files[SETID], source=SETID), SETID, variable)
         return [Count(SETID, f"variable {variable!r}", "image ids", len(ids))]
@@ -148,7 +150,11 @@ class Flowers102(Recipe):
 
     def write_miniature(self, directory: Path) -> Miniature:
         """Twelve small real JPEGs (colour, grey, odd sizes) in an uncompressed tar, as published."""
+        import numpy as np
         from PIL import Image
+
+        from thresher.matlab import save_mat
+        from thresher.miniature import drawn_image, write_tar
 
         rng = np.random.default_rng(102)
         sizes = [(50, 37), (37, 50), (48, 36), (41, 29), (17, 64), (64, 48),
@@ -199,6 +205,7 @@ def _vector(variables: dict[str, np.ndarray], source: str, variable: str) -> np.
 
 def _image_ids(ids: np.ndarray, variable: str) -> np.ndarray:
     """Split ids as ints; a non-integer or non-positive id means setid.mat itself is wrong."""
+    import numpy as np
     bad = ~np.isfinite(ids) | (ids < 1) | (ids != np.trunc(ids)) if ids.dtype.kind == "f" else ids < 1
     if bad.any():
         at = int(np.flatnonzero(bad)[0])
@@ -209,6 +216,7 @@ def _image_ids(ids: np.ndarray, variable: str) -> np.ndarray:
 
 def _plan_entry(image_id: int, labels: np.ndarray) -> str | BadRecord:
     """The member to read for ``image_id``, or a BadRecord when its label is unusable."""
+    import numpy as np
     name = member_name(image_id)
     if image_id > len(labels):
         return BadRecord(LABELS, f"labels, image id {image_id} ({name})",

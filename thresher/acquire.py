@@ -67,5 +67,5 @@ def manual_instructions(recipe: Recipe, download_dir: Path, *, host_down: bool =
             checks.append("no checksum published: the first one you place is recorded")
         lines.append(f"  {source.filename}  " + ", ".join(checks))
         lines.append(f"      from {source.urls[0]}" if source.urls else "")
-    lines.append(f"then run again: thresher prepare {recipe.name} (placed files are verified, not re-downloaded).")
+    lines.append(f"then run again: thresher prepare {recipe.key} (placed files are verified, not re-downloaded).")
     return "\n".join(line for line in lines if line)

@@ -9,11 +9,14 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from thresher import inputs
 from thresher.atomic import human_bytes
 from thresher.pathcheck import check_directory, check_output_file, check_readable_file, describe_os_error
+
+if TYPE_CHECKING:
+    from thresher.recipe import Recipe
 
 T = TypeVar("T")
 
@@ -54,17 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_list)
 
     p = commands.add_parser("info", help="description, homepage, license, citation, sources, schema")
-    p.add_argument("name")
+    _name_argument(p)
     p.set_defaults(run=cmd_info)
 
     p = commands.add_parser("download", help="download and verify a recipe's files")
-    p.add_argument("name")
+    _name_argument(p)
     _root_option(p)
     _network_options(p)
     p.set_defaults(run=cmd_download)
 
     p = commands.add_parser("prepare", help="download, verify and convert into shards")
-    p.add_argument("name")
+    _name_argument(p)
     _root_option(p)
     _network_options(p)
     p.add_argument("--format", default="lmdb", choices=("lmdb", "minidb", "hdf5"))
@@ -108,12 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_show)
 
     p = commands.add_parser("checksums", help="hash the downloaded files, in the --checksums file format")
-    p.add_argument("name")
+    _name_argument(p)
     _root_option(p)
     p.add_argument("--download-dir", type=Path)
     p.add_argument("--update", action="store_true", help="accept changed upstream files as the new record")
     p.set_defaults(run=cmd_checksums)
     return parser
+
+
+def _name_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME[/VARIANT]",
+                   help="a recipe from `thresher list`; NAME alone is its default variant")
 
 
 def _root_option(p: argparse.ArgumentParser) -> None:
@@ -149,7 +157,20 @@ _resize = _argument(inputs.parse_resize)
 
 
 def _downloads(args: argparse.Namespace) -> Path:
+    """``--download-dir``, or ``ROOT/NAME[/VARIANT]/downloads`` (``args.name`` resolved by :func:`_resolve`)."""
     return args.download_dir or args.root / args.name / "downloads"
+
+
+def _resolve(args: argparse.Namespace, *, usable: bool) -> Recipe:
+    """The recipe ``args.name`` asks for; ``args.name`` becomes its full ``NAME/VARIANT`` key.
+
+    ``usable``: refuse now, before any download, when the recipe's optional modules are missing.
+    """
+    from thresher import registry
+
+    recipe = registry.usable_recipe(args.name) if usable else registry.get_recipe(args.name)
+    args.name = recipe.key
+    return recipe
 
 
 def _check_fetch_paths(args: argparse.Namespace) -> None:
@@ -160,33 +181,41 @@ def _check_fetch_paths(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from thresher.registry import all_recipes
+    from thresher.registry import broken_recipes, editions
 
-    rows = [("name", "splits", "download", "manual")]
-    for name, recipe in sorted(all_recipes().items()):
+    rows = [("name", "splits", "download", "manual", "")]
+    for recipe in editions():
         splits = ", ".join(f"{s.name} {s.num_records:,}" for s in recipe.splits)
-        rows.append((name, splits, human_bytes(recipe.download_size), "yes" if recipe.needs_manual_download else "no"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        default = recipe.variant is not None and recipe.variant == recipe.variant_names[0]
+        rows.append((recipe.key + (" (default)" if default else ""), splits, human_bytes(recipe.download_size),
+                     "yes" if recipe.needs_manual_download else "no", recipe.install_hint()))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for broken in broken_recipes():
+        print(f"{broken.name}  BROKEN, cannot be loaded ({broken.module}): {broken.reason}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from thresher.registry import get_recipe
-
-    print(info_text(get_recipe(args.name)))
+    print(info_text(_resolve(args, usable=False)))
     return 0
 
 
-def info_text(recipe) -> str:  # noqa: ANN001 - a Recipe
+def info_text(recipe: Recipe) -> str:
+    variants = ", ".join(f"{recipe.name}/{v.name}" + (" (default)" if i == 0 else "")
+                         + (f": {v.description}" if v.description else "") for i, v in enumerate(recipe.variants))
     lines = [
-        f"{recipe.name} {recipe.version}: {recipe.title}",
+        f"{recipe.key} {recipe.version}: {recipe.title}",
         "",
         textwrap.fill(recipe.description, 100),
         "",
         f"homepage: {recipe.homepage}",
         f"license:  {recipe.license}",
+        *([f"variants: {variants}"] if variants else []),
+        *([f"needs:    {', '.join(recipe.requires)} (pip install 'thresher[{recipe.extra}]')"
+           if recipe.extra else f"needs:    {', '.join(recipe.requires)}"] if recipe.requires else []),
+        *([f"missing here: {recipe.install_hint()}"] if recipe.install_hint() else []),
         f"manual download: {'yes' if recipe.needs_manual_download else 'no'}",
         f"default codec: {recipe.default_codec}; channel order of raw pixels: {recipe.channel_order}",
         "",
@@ -212,10 +241,10 @@ def info_text(recipe) -> str:  # noqa: ANN001 - a Recipe
 
 def cmd_download(args: argparse.Namespace) -> int:
     from thresher.acquire import download
-    from thresher.registry import get_recipe
 
+    recipe = _resolve(args, usable=True)
     _check_fetch_paths(args)
-    files = download(get_recipe(args.name), _downloads(args), mirror=args.mirror, offline=args.offline,
+    files = download(recipe, _downloads(args), mirror=args.mirror, offline=args.offline,
                      checksums=args.checksums, progress=args.progress)
     for _, path in sorted(files.items()):
         print(f"{path}  {path.stat().st_size:,} bytes")
@@ -226,6 +255,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from thresher.pipeline import DEFAULT_SHARD_SIZE, prepare
     from thresher.transforms import ConvertOptions
 
+    _resolve(args, usable=True)
     check_directory(args.root / args.name / args.format, "--root")
     _check_fetch_paths(args)
     options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,
@@ -284,9 +314,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_checksums(args: argparse.Namespace) -> int:
     from thresher.fetch.downloader import accept_current_files, compute_checksums, format_checksums
-    from thresher.registry import get_recipe
 
-    recipe = get_recipe(args.name)
+    recipe = _resolve(args, usable=False)
     directory = _downloads(args)
     check_directory(directory, "--download-dir" if args.download_dir else "--root", writable=args.update)
     filenames = [s.filename for s in recipe.sources]

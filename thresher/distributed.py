@@ -109,7 +109,7 @@ def convert_split_on_cluster(
     split_dir, state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint, trusted)
     per_shard = state.records_per_shard or plan_records_per_shard(recipe, split, files, plan, shard_size)
     state.records_per_shard = per_shard
-    task = ShardTask(recipe.name, split, {k: str(v) for k, v in files.items()}, storage.name, plan, str(out_dir),
+    task = ShardTask(recipe.key, split, {k: str(v) for k, v in files.items()}, storage.name, plan, str(out_dir),
                      manifest.generation, manifest.key_format, per_shard, skip_bad)
     window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
     results: dict[int, ShardResult | None] = {}

@@ -50,7 +50,7 @@ from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry
 from thresher.progress import PROGRESS_NAME, ProgressState, resume_split
 from thresher.published import compare_counts
 from thresher.recipe import Recipe
-from thresher.registry import get_recipe
+from thresher.registry import usable_recipe
 from thresher.schema import Schema
 from thresher.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.transforms import ConvertOptions
@@ -94,7 +94,7 @@ def prepare(
     check_workers(workers)
     check_shard_size(shard_size)
     started = time.monotonic()
-    recipe = get_recipe(name)
+    recipe = usable_recipe(name)
     storage = get_format(format)
     options = options or ConvertOptions()
     schema = transforms.output_schema(recipe.schema, options)
@@ -104,15 +104,15 @@ def prepare(
     for split in wanted:
         recipe.split(split)
     root = Path(root)
-    out_dir = root / recipe.name / storage.name
-    downloads = Path(download_dir) if download_dir else root / recipe.name / "downloads"
+    out_dir = root / recipe.key / storage.name
+    downloads = Path(download_dir) if download_dir else root / recipe.key / "downloads"
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with file_lock(out_dir / ".prepare.lock", timeout=None), walking_each_tar_once():
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
         manifest = Manifest(
-            recipe=recipe.name, recipe_version=recipe.version, format=storage.name, codec=codec_name,
+            recipe=recipe.key, recipe_version=recipe.version, format=storage.name, codec=codec_name,
             channel_order=channel_order, layout=pixel_layout(codec_name, storage),
             key_format=key_format(recipe, wanted), options=options.to_json(), schema=schema,
             sources=[source_entry(fn, path) for fn, path in sorted(files.items())],
@@ -122,7 +122,7 @@ def prepare(
         previous = _previous_manifest(out_dir)
         todo, trusted = plan_work(previous, manifest, wanted, out_dir, verify=verify)
         if previous is not None and not todo:
-            log.info("%s: already prepared in %s, nothing to do", recipe.name, out_dir)
+            log.info("%s: already prepared in %s, nothing to do", recipe.key, out_dir)
             link_splits(previous, out_dir)
             previous.run = RunReport(True, time.monotonic() - started, wanted)
             return previous

@@ -7,12 +7,12 @@ manifest) lives in the machinery; a recipe holds only what is special about its 
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-
-import numpy as np
 
 from thresher.errors import MalformedDataError
 from thresher.published import Contents, Count
@@ -38,6 +38,8 @@ class RecordBatch:
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
     def rows(self) -> Iterator[Record]:
+        import numpy as np  # here, not at the top: ``thresher list`` imports every recipe module
+
         names = list(self.columns)
         columns = [c.tolist() if isinstance(c, np.ndarray) and c.ndim == 1 else c for c in self.columns.values()]
         for values in zip(*columns, strict=True):
@@ -102,6 +104,21 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One published edition of a dataset (VOC 2007 or 2012), chosen as ``NAME/VARIANT``.
+
+    Facts left as ``None`` are the recipe's own; the recipe's code reads ``self.variant`` for
+    whatever else differs (a folder name inside the archive, say).
+    """
+
+    name: str
+    description: str = ""
+    sources: tuple[Source, ...] | None = None
+    splits: tuple[Split, ...] | None = None
+    schema: Schema | None = None
+
+
+@dataclass(frozen=True)
 class Miniature:
     """What a recipe's miniature writer produced: files on disk and the records they hold.
 
@@ -130,6 +147,14 @@ class Recipe:
     # data writes them: "RGB" (convert_cifar_data), "BGR" (convert_imageset), "GRAY".
     channel_order: ClassVar[str] = "RGB"
     manual_instructions: ClassVar[str] = ""
+    # Modules imported only inside the recipe's functions, and the pip extra that brings them:
+    # the recipe lists without them, and preparing it says what to install.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = ""
+    # Named editions; the first is the default when only NAME is given. ``variant`` is set on
+    # the copy that :meth:`with_variant` returns.
+    variants: ClassVar[tuple[Variant, ...]] = ()
+    variant: str | None = None
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord | RecordBatch]:
         """Yield the records of ``split`` in their fixed order, read from the downloaded files.
@@ -162,6 +187,44 @@ class Recipe:
     # -- derived facts -------------------------------------------------------------------------
 
     @property
+    def key(self) -> str:
+        """``NAME`` or ``NAME/VARIANT``: how it is asked for, and its directory under the data root."""
+        return self.name if self.variant is None else f"{self.name}/{self.variant}"
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variants)
+
+    def with_variant(self, name: str | None) -> Recipe:
+        """This recipe as variant ``name`` (the default one for ``None``); itself if it has no variants."""
+        if not self.variants:
+            if name is not None:
+                raise KeyError(f"{self.name} has no variants; ask for it as {self.name!r}")
+            return self
+        chosen = self.variants[0] if name is None else next((v for v in self.variants if v.name == name), None)
+        if chosen is None:
+            raise KeyError(f"{self.name} has no variant {name!r}; it has "
+                           + ", ".join(f"{self.name}/{v}" for v in self.variant_names))
+        edition = copy.copy(self)
+        edition.variant = chosen.name
+        for fact in ("sources", "splits", "schema"):
+            value = getattr(chosen, fact)
+            if value is not None:
+                setattr(edition, fact, value)
+        return edition
+
+    def missing_requirements(self) -> list[str]:
+        """The modules in ``requires`` that cannot be imported here (looked up, not imported)."""
+        return [module for module in self.requires if not _importable(module)]
+
+    def install_hint(self) -> str:
+        missing = self.missing_requirements()
+        if not missing:
+            return ""
+        what = f"'thresher[{self.extra}]'" if self.extra else " ".join(missing)
+        return f"{self.name} needs {', '.join(missing)}: pip install {what}"
+
+    @property
     def split_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.splits)
 
@@ -191,3 +254,10 @@ class Recipe:
         """``datum`` where a record is one image and one integer label, ``tensorprotos`` otherwise."""
         kinds = sorted(f.kind for f in self.schema)
         return "datum" if kinds == ["image", "int"] else "tensorprotos"
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
