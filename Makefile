@@ -13,8 +13,13 @@ ARGS ?=
 # machine (as on our CI machines); elsewhere the adapter's test is skipped rather than pulling
 # gigabytes from the network.
 LOCAL_TORCH := $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+# make interop: NVIDIA DALI (its CPU operators need no GPU or CUDA) and an editable thresher in an
+# environment of their own, kept out of .venv because the wheel and its codecs take about 1 GB.
+INTEROP_VENV := .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.installed
+DALI ?= nvidia-dali-cuda120==2.4.0
 
-.PHONY: help venv test lint demo bench clean $(RECIPES) $(VARIANT_GOALS)
+.PHONY: help venv test lint demo bench interop clean $(RECIPES) $(VARIANT_GOALS)
 
 help:
 	@echo "make <recipe>   prepare a dataset into datasets/<recipe>/lmdb ($(RECIPES)); ARGS=... for options"
@@ -23,6 +28,7 @@ help:
 	@echo "make demo       the whole pipeline offline on miniatures served from 127.0.0.1, all formats"
 	@echo "make bench      benchmarks (writes docs/performance.md)"
 	@echo "make lint       ruff"
+	@echo "make interop    NVIDIA DALI (CPU) reads every image recipe's LMDB output (own env, about 1 GB)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +53,17 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+$(INTEROP_STAMP): pyproject.toml
+	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	echo '*' > $(INTEROP_VENV)/.gitignore
+	$(INTEROP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INTEROP_VENV)/bin/python -m pip install --quiet '$(DALI)' -e . || \
+		{ echo "make interop: pip could not install $(DALI) (error above)" >&2; exit 1; }
+	touch $(INTEROP_STAMP)
+
+interop: $(INTEROP_STAMP)
+	$(INTEROP_VENV)/bin/python interop/dali_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo
