@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from thresher.archive import Limits, iter_tar
 from thresher.errors import MalformedDataError
 from thresher.miniature import write_tar
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
 from thresher.schema import Field, Schema
+from thresher.sources.archive import Limits, iter_tar
 
 ARCHIVE = "an4_raw.bigendian.tar.gz"
 ETC = "an4/etc/"

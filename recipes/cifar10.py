@@ -13,12 +13,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.miniature import drawn_image, write_tar
 from thresher.published import Contents
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
+from thresher.sources.archive import iter_tar
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin"

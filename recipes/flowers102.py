@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
-from thresher.extent import Extent, head
-from thresher.matlab import load_mat, save_mat
 from thresher.miniature import drawn_image, write_tar
 from thresher.published import Contents, Count
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
 from thresher.schema import Field, Schema
+from thresher.sources.archive import iter_tar
+from thresher.sources.extent import Extent, head
+from thresher.sources.matlab import load_mat, save_mat
 
 IMAGES = "102flowers.tgz"
 LABELS = "imagelabels.mat"

@@ -9,13 +9,13 @@ from typing import BinaryIO
 
 import numpy as np
 
-from thresher import idx
-from thresher.archive import gzip_head, open_gzip
 from thresher.errors import MalformedDataError
 from thresher.miniature import drawn_image
 from thresher.published import Count, check_claim, limit
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
+from thresher.sources import idx
+from thresher.sources.archive import gzip_head, open_gzip
 
 OFFICIAL = "http://yann.lecun.com/exdb/mnist/"  # answers 403 since 2020 (sources.md); mirrors follow
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from reliability_matrix import scenario
 
-from thresher.archive import (
+from thresher.errors import MalformedDataError, UnsafeArchiveError
+from thresher.sources.archive import (
     DEFAULT_LIMITS,
     CorruptArchiveError,
     Limits,
@@ -28,7 +29,6 @@ from thresher.archive import (
     sniff_compression,
     walking_each_tar_once,
 )
-from thresher.errors import MalformedDataError, UnsafeArchiveError
 
 MODES = {"tar": "w", "tar.gz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}
 FILES = {

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import thresher.recipes.cifar10 as cifar
-from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.miniature import write_tar
+from thresher.sources.archive import iter_tar
 
 
 def shuffled_copy(tmp_path: Path, order: list[str], drop: str | None = None) -> tuple[Path, dict]:

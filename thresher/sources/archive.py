@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError
-from thresher.extent import Extent
-from thresher.readahead import ReadAhead
+from thresher.sources.extent import Extent
+from thresher.sources.readahead import ReadAhead
 
 __all__ = [
     "DEFAULT_LIMITS",
