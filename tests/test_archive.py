@@ -17,6 +17,7 @@ import pytest
 from reliability_matrix import scenario
 
 from thresher.errors import MalformedDataError, UnsafeArchiveError
+from thresher.sources import members
 from thresher.sources.archive import (
     DEFAULT_LIMITS,
     CorruptArchiveError,
@@ -30,7 +31,7 @@ from thresher.sources.archive import (
     sniff_compression,
     walking_each_tar_once,
 )
-from thresher.sources.members import iter_archive, iter_nested
+from thresher.sources.members import Listing, iter_archive, iter_nested, members_in_order
 
 MODES = {"tar": "w", "tar.gz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}
 FILES = {
@@ -690,18 +691,6 @@ def test_truncated_zip_and_not_an_archive(tmp_path: Path) -> None:
 # -- archives inside archives ----------------------------------------------------------------------
 
 
-def tar_bytes(entries: Iterable[tuple] | dict[str, bytes], mode: str = "w") -> bytes:
-    buffer = io.BytesIO()
-    if isinstance(entries, dict):
-        entries = [entry(n, d) for n, d in entries.items()]
-    with tarfile.open(fileobj=buffer, mode=mode) as tf:
-        for name, data, kind, linkname in entries:
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname, info.size = kind, linkname, len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("outer", ["tar", "tar.gz"])
 @pytest.mark.parametrize("inner", ["w", "w:gz", "zip"])
 def test_archive_inside_an_archive(tmp_path: Path, outer: str, inner: str) -> None:
@@ -713,7 +702,7 @@ def test_archive_inside_an_archive(tmp_path: Path, outer: str, inner: str) -> No
             make_zip(tmp_path / "inner.zip", files)
             members[f"{wnid}.zip"] = (tmp_path / "inner.zip").read_bytes()
         else:
-            members[f"{wnid}.tar"] = tar_bytes(files, inner)
+            members[f"{wnid}.tar"] = make_tar(tmp_path / "inner.tar", files, inner).read_bytes()
     path = make_tar(tmp_path / f"train.{outer}", members, MODES[outer])
     got = {}
     for member in iter_archive(path):
@@ -730,7 +719,7 @@ def test_archive_inside_an_archive(tmp_path: Path, outer: str, inner: str) -> No
           'UnsafeArchiveError names `outer:inner` and the member')
 def test_hostile_member_of_a_nested_archive(tmp_path: Path, outer: str, inner: str) -> None:
     if inner == "tar":
-        inner_bytes = tar_bytes([entry("ok.JPEG", b"x"), entry("../../evil.txt", b"x")])
+        inner_bytes = make_tar(tmp_path / "in.tar", [entry("ok.JPEG", b"x"), entry("../../evil.txt", b"x")]).read_bytes()
     else:
         inner_bytes = make_zip(tmp_path / "in.zip", {"ok.JPEG": b"x", "/etc/evil.txt": b"x"}).read_bytes()
     name = f"n01.{inner}"
@@ -748,8 +737,77 @@ def test_hostile_member_of_a_nested_archive(tmp_path: Path, outer: str, inner: s
 
 
 def test_iter_archive_reads_streams(tmp_path: Path) -> None:
-    data = tar_bytes({"a.txt": b"A", "b.txt": b"B"}, "w:bz2")
+    data = make_tar(tmp_path / "x.tar.bz2", {"a.txt": b"A", "b.txt": b"B"}, "w:bz2").read_bytes()
     assert [(m.name, m.read()) for m in iter_archive(io.BytesIO(data), label="x.tar.bz2")] == \
         [("a.txt", b"A"), ("b.txt", b"B")]
     with pytest.raises(MalformedDataError, match=r"^in\.bin \(byte 0\).*looks like text"):
         next(iter_archive(io.BytesIO(b"just text, no archive\n" * 30), label="in.bin"))
+
+
+# -- members in a listed order -------------------------------------------------------------------
+
+LISTED = {f"img/{i}.jpg": bytes([i]) * (100 + i) for i in range(6)}
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz", "zip"])
+def test_members_in_order_follows_the_list_not_the_archive(tmp_path: Path, kind: str) -> None:
+    if kind == "zip":
+        path = make_zip(tmp_path / "a.zip", LISTED, zipfile.ZIP_STORED)
+    else:
+        path = make_tar(tmp_path / f"a.{kind}", LISTED, MODES[kind])
+    wanted = ["img/4.jpg", "img/0.jpg", "img/4.jpg", "img/5.jpg", "img/2.jpg", "img/0.jpg"]  # with repeats
+    got = [(m.name, m.read(), m.extent) for m in members_in_order(path, wanted)]
+    assert [(name, data) for name, data, _ in got] == [(n, LISTED[n]) for n in wanted]
+    if kind != "tar.gz":  # held by where they lie, not by their bytes
+        assert all(extent is not None for _, _, extent in got)
+
+
+def test_members_in_order_yields_the_due_member_live_and_holds_only_early_ones(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "a.tar.gz", LISTED, "w:gz")
+    found = members_in_order(path, ["img/0.jpg", "img/1.jpg", "img/3.jpg", "img/2.jpg"])
+    first = next(found)
+    with first.open() as stream:  # live: a stream over the walk, not a copy
+        assert stream.read() == LISTED["img/0.jpg"]
+    assert [m.read() for m in found] == [LISTED[n] for n in ("img/1.jpg", "img/3.jpg", "img/2.jpg")]
+
+
+@scenario('13', 'a member a recipe lists is missing from its archive',
+          'an error naming archive and member (or, where a recipe allows it, a bad record in its place)',
+          'MalformedDataError names the archive and the member; with allow_missing, None in its place and the rest in order')
+def test_members_in_order_missing_member(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "a.tar", LISTED)
+    with pytest.raises(MalformedDataError, match=names_archive_and_member(path, "img/9.jpg") + ".*missing"):
+        list(members_in_order(path, ["img/1.jpg", "img/9.jpg", "img/2.jpg"]))
+    got = list(members_in_order(path, ["img/1.jpg", "img/9.jpg", "img/2.jpg"], allow_missing=True))
+    assert [m and m.name for m in got] == ["img/1.jpg", None, "img/2.jpg"]
+
+
+def test_members_in_order_with_a_listing_inside_the_archive(tmp_path: Path) -> None:
+    # The list comes after what it lists (AN4's etc/ files may): held until it is read.
+    files = {**LISTED, "etc/list.txt": b"img/5.jpg\nimg/1.jpg\nimg/9.jpg\n"}
+    path = make_tar(tmp_path / "a.tar.gz", files, "w:gz")
+
+    def order(lists: dict[str, bytes]) -> list[str]:
+        return lists["etc/list.txt"].decode().split()
+
+    listing = Listing(("etc/list.txt",), order, lambda name: name.startswith("img/"))
+    got = list(members_in_order(path, listing, allow_missing=True))
+    assert [m and m.read() for m in got] == [LISTED["img/5.jpg"], LISTED["img/1.jpg"], None]
+    with pytest.raises(MalformedDataError, match=names_archive_and_member(path, "etc/other.txt") + ".*missing"):
+        list(members_in_order(path, Listing(("etc/other.txt",), order, lambda name: True)))
+
+
+def test_members_kept_for_later_live_only_within_one_prepare(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_tar(tmp_path / "a.tar.gz", LISTED, "w:gz")
+    walks = []
+    monkeypatch.setattr(members, "iter_archive", lambda p, **kw: walks.append(p) or iter_archive(p, **kw))
+    with walking_each_tar_once():
+        assert [m.read() for m in members_in_order(path, ["img/0.jpg"], keep_for_later=["img/4.jpg"])] == \
+            [LISTED["img/0.jpg"]]
+        assert [m.read() for m in members_in_order(path, ["img/4.jpg"])] == [LISTED["img/4.jpg"]]
+        assert len(walks) == 1  # the second call was served from what the first kept
+    assert [m.read() for m in members_in_order(path, ["img/0.jpg"], keep_for_later=["img/4.jpg"])] == \
+        [LISTED["img/0.jpg"]]
+    assert [m.read() for m in members_in_order(path, ["img/4.jpg"])] == [LISTED["img/4.jpg"]]
+    assert len(walks) == 3  # outside a prepare nothing is kept

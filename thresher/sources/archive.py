@@ -135,6 +135,17 @@ class Member:
         """``archive:member``, the label of an archive nested in this member."""
         return f"{self._source}:{self.name}"
 
+    def kept(self) -> Member:
+        """This member, readable after the walk moves on: by its extent, else its bytes read now."""
+        if self.extent is not None:
+            return Member(self.name, self.size, functools.partial(_open_extent, self.extent), self._source,
+                          self._max_read, self.extent)
+        return self.with_bytes(self.read())
+
+    def with_bytes(self, data: bytes) -> Member:
+        """A member of the same name and archive whose bytes are ``data`` (read or kept earlier)."""
+        return Member(self.name, len(data), lambda: io.BytesIO(data), self._source, self._max_read)
+
     @classmethod
     def from_bytes(cls, name: str, data: bytes) -> Member:
         return cls(name, len(data), lambda: io.BytesIO(data), "<memory>")
@@ -620,6 +631,29 @@ def walking_each_tar_once() -> Iterator[None]:
         _TAR_INDEXES.active -= 1
         if not _TAR_INDEXES.active:
             _TAR_INDEXES.indexes.clear()
+            _TAR_INDEXES.kept.clear()
+
+
+def keeping_for_this_prepare() -> bool:
+    """Whether :func:`keep_for_this_prepare` holds anything here (inside walking_each_tar_once)."""
+    return _TAR_INDEXES.active > 0
+
+
+def keep_for_this_prepare(key: tuple[Any, ...], data: bytes) -> bool:
+    """Hold ``data`` until the enclosing :func:`walking_each_tar_once` ends; False outside one.
+
+    For a member one walk meets that a later walk of the same prepare wants (CIFAR-10's test
+    batch, met while reading train from the same gzip stream): it is not inflated twice.
+    """
+    if not _TAR_INDEXES.active:
+        return False
+    _TAR_INDEXES.kept[key] = data
+    return True
+
+
+def take_kept(key: tuple[Any, ...]) -> bytes | None:
+    """What :func:`keep_for_this_prepare` holds under ``key`` (handed over once), or None."""
+    return _TAR_INDEXES.kept.pop(key, None)
 
 
 class _TarIndexes:
@@ -636,6 +670,7 @@ class _TarIndexes:
     def __init__(self) -> None:
         self.indexes: OrderedDict[tuple[Any, ...], list[Extent]] = OrderedDict()
         self.active = 0  # open walking_each_tar_once() blocks
+        self.kept: dict[tuple[Any, ...], bytes] = {}  # keep_for_this_prepare()
 
     def members(self, path: Path | str, label: str, limits: Limits) -> Iterator[Member]:
         status = os.stat(path)
