@@ -24,10 +24,10 @@ import numpy as np
 import thresher
 from benchmarks import synthetic
 from thresher.acquire import download
-from thresher.idx import write_idx
-from thresher.matlab import save_mat
 from thresher.miniature import write_checksums, write_tar
 from thresher.registry import get_recipe
+from thresher.sources.idx import write_idx
+from thresher.sources.matlab import save_mat
 
 MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}

@@ -14,10 +14,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from thresher.archive import Limits, iter_tar
 from thresher.errors import MalformedDataError
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
 from thresher.schema import Field, Schema
+from thresher.sources.archive import Limits
+from thresher.sources.members import Listing, members_in_order
 
 ARCHIVE = "an4_raw.bigendian.tar.gz"
 ETC = "an4/etc/"
@@ -86,38 +87,30 @@ class An4(Recipe):
     ))
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
-        """Yield the split in fileids order after one pass over the archive.
+        """Yield the split in fileids order from one pass over the archive.
 
-        A .tar.gz has no random access and its etc/ lists may come after the audio, so the one
-        pass keeps every ``.raw`` under ``an4/wav/`` (or, when the fileids list has already
-        been read, only the ones it names). That is at most the whole database's int16 PCM,
-        roughly 60-80 MB for all 1,078 utterances (PCM barely compresses, and the archive is
-        ~64 MB), which is fine to hold; a second pass would gunzip the archive again to save it.
+        A .tar.gz has no random access and its etc/ lists may come after the audio, so until
+        both lists are read every ``.raw`` under ``an4/wav/`` is held (at most the whole
+        database's PCM, tens of MB); after that only the ones the fileids list names.
         """
         lists_name, text_name = fileids_member(split), transcription_member(split)
-        texts: dict[str, bytes] = {}
-        audio: dict[str, bytes] = {}
-        wanted: set[str] | None = None
-        for member in iter_tar(files[ARCHIVE], limits=LIMITS):
-            if member.name in (lists_name, text_name):
-                texts[member.name] = member.read()
-                if member.name == lists_name:
-                    wanted = {audio_member(f.text) for f in _lines(texts[lists_name], lists_name)}
-                    audio = {k: v for k, v in audio.items() if k in wanted}
-            elif (_is_audio(member.name) if wanted is None else member.name in wanted):
-                audio[member.name] = member.read()
-        for name in (lists_name, text_name):
-            if name not in texts:
-                raise MalformedDataError(ARCHIVE, name, "member is missing from the archive")
-        fileids = _lines(texts[lists_name], lists_name)
-        transcripts = _lines(texts[text_name], text_name)
-        if len(transcripts) > len(fileids):
-            extra = transcripts[len(fileids)]
-            raise MalformedDataError(ARCHIVE, f"{text_name} line {extra.number}",
-                                     f"{len(transcripts)} transcripts for {len(fileids)} fileids in {lists_name}")
-        for index, fileid in enumerate(fileids):
+        lines: dict[str, list[Line]] = {}
+
+        def order(lists: Mapping[str, bytes]) -> list[str]:
+            fileids, transcripts = _lines(lists[lists_name], lists_name), _lines(lists[text_name], text_name)
+            if len(transcripts) > len(fileids):
+                extra = transcripts[len(fileids)]
+                raise MalformedDataError(ARCHIVE, f"{text_name} line {extra.number}",
+                                         f"{len(transcripts)} transcripts for {len(fileids)} fileids in {lists_name}")
+            lines.update(fileids=fileids, transcripts=transcripts)
+            return [audio_member(fileid.text) for fileid in fileids]
+
+        listing = Listing((lists_name, text_name), order, _is_audio)
+        found = members_in_order(files[ARCHIVE], listing, limits=LIMITS, label=ARCHIVE, allow_missing=True)
+        for index, member in enumerate(found):
+            transcripts = lines["transcripts"]
             line = transcripts[index] if index < len(transcripts) else None
-            yield _record(fileid, line, audio.get(audio_member(fileid.text)), lists_name, text_name)
+            yield _record(lines["fileids"][index], line, member.read() if member else None, lists_name, text_name)
 
     def locate(self, split: str, index: int) -> str:
         return f"{ARCHIVE}:{fileids_member(split)} fileid {index + 1}"

@@ -6,16 +6,15 @@ network; the binary one holds the same pixels as plain bytes.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.published import Contents
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
+from thresher.sources.members import members_in_order
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin"
@@ -65,47 +64,23 @@ class Cifar10(Recipe):
     ))
     channel_order = "RGB"  # convert_cifar_data copies the R, G, B planes as they are
 
-    def __init__(self) -> None:
-        self._kept: dict[tuple[Any, ...], bytes] = {}  # the test batch, met while reading for train
-
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[RecordBatch]:
-        """Batches in batch order, from one pass over the gzip'd tar for the whole dataset.
+        """Batches in batch order, from one pass over the gzip'd tar.
 
-        Both splits sit in one gzip stream, so reading it once per split would inflate it twice.
-        The train pass therefore keeps the test batch (30 MB) when it passes it, and the test
-        split is served from it. Batches are yielded as soon as all before them are out.
-        Members are refused from their tar headers if larger than the published batch size
-        allows; the next batch due is streamed in reads of ``READ_RECORDS``, one that comes early
-        is held (at most a few batches of at most that size).
+        Both splits sit in one gzip stream. Within one ``prepare``, the train pass keeps the
+        test batch (30 MB) when it passes it, and the test split is served from it without
+        inflating the archive again; nothing outlives the prepare. The batch due is streamed
+        in reads of ``READ_RECORDS``; one met early is held. A batch is refused if it is not
+        whole records (the archive's limits refuse oversized members from their headers).
         """
-        archive = files[ARCHIVE]
-        identity = (str(archive), archive.stat().st_size, archive.stat().st_mtime_ns)
-        wanted = SPLIT_MEMBERS[split]
-        keep = set(SPLIT_MEMBERS["test"]) if split == "train" else set()
-        found = {name: self._kept.pop((*identity, name)) for name in wanted if (*identity, name) in self._kept}
-        position = 0
-        if len(found) < len(wanted):
-            for member in iter_tar(archive, limits=LIMITS):
-                if member.name in wanted or member.name in keep:
-                    _check_size(member.size, f"{ARCHIVE}:{member.name}")
-                if position < len(wanted) and member.name == wanted[position]:
-                    with member.open() as stream:
-                        yield from _batch_records(stream, member.size, f"{ARCHIVE}:{member.name}")
-                    position += 1
-                elif member.name in wanted:
-                    found[member.name] = member.read()
-                elif member.name in keep:
-                    self._kept[(*identity, member.name)] = member.read()
-                while position < len(wanted) and wanted[position] in found:
-                    name = wanted[position]
-                    yield from _held_records(found.pop(name), f"{ARCHIVE}:{name}")
-                    position += 1
-                if position == len(wanted) and not keep - {k[-1] for k in self._kept}:
-                    break
-        for name in wanted[position:]:
-            if name not in found:
-                raise MalformedDataError(ARCHIVE, name, "member is missing from the archive")
-            yield from _held_records(found.pop(name), f"{ARCHIVE}:{name}")
+        later = SPLIT_MEMBERS["test"] if split == "train" else ()
+        for member in members_in_order(files[ARCHIVE], SPLIT_MEMBERS[split], limits=LIMITS, label=ARCHIVE,
+                                       keep_for_later=later):
+            assert member is not None  # missing members raise
+            source = f"{ARCHIVE}:{member.name}"
+            _check_size(member.size, source)
+            with member.open() as stream:
+                yield from _batch_records(stream, member.size, source)
 
     def locate(self, split: str, index: int) -> str:
         member = SPLIT_MEMBERS[split][index // BATCH_RECORDS]
@@ -142,10 +117,6 @@ def _check_size(size: int, source: str) -> None:
         raise MalformedDataError(source, f"byte {whole * RECORD_BYTES}",
                                  f"{size} bytes is not a whole number of {RECORD_BYTES}-byte records "
                                  f"(record {whole} is truncated)")
-
-
-def _held_records(data: bytes, source: str) -> Iterator[RecordBatch]:
-    yield from _batch_records(io.BytesIO(data), len(data), source)
 
 
 def _batch_records(stream: BinaryIO, size: int, source: str) -> Iterator[RecordBatch]:

@@ -9,17 +9,16 @@ with values 1..102; ``setid.mat`` holds the 1-based image ids of each split in `
 from __future__ import annotations
 
 import io
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
-from thresher.extent import Extent, head
 from thresher.published import Contents, Count
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
 from thresher.schema import Field, Schema
+from thresher.sources.extent import Extent, head
+from thresher.sources.members import members_in_order
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,55 +84,32 @@ class Flowers102(Recipe):
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
         """Yield the split in ``setid.mat`` order from one pass over the tar.
 
-        The tar is in image-id order, not split order, and a split's images are spread all
-        over it. Each wanted JPEG is held from when the pass reaches it until its turn in the
-        split order comes, and yielded (and dropped) as soon as every record before it is out.
-        The published tar is uncompressed, so what is held and yielded is where each JPEG lies
-        (an ``Extent``): the encoder reads it, in its own process with ``--workers``. Were the
-        tar ever compressed, the bytes themselves would be held (at worst a whole split's).
+        The tar is in image-id order, not split order; ``members_in_order`` holds each JPEG met
+        before its turn. The published tar is uncompressed, so what is held and yielded is
+        where each JPEG lies (an ``Extent``): the encoder reads it, in its own process with
+        ``--workers``.
         """
-        from thresher.matlab import load_mat
+        from thresher.sources.matlab import load_mat
         variable = SPLIT_VARIABLE[split]
         ids = _vector(load_mat(files[SETID], source=SETID), SETID, variable)
         labels = _vector(load_mat(files[LABELS], source=LABELS), LABELS, "labels")
         plan = [_plan_entry(int(i), labels) for i in _image_ids(ids, variable)]
-        uses = Counter(entry for entry in plan if isinstance(entry, str))
-        held: dict[str, bytes | Extent] = {}
-        position = 0
-
-        def ready() -> Iterator[Record | BadRecord]:
-            nonlocal position
-            while position < len(plan):
-                entry = plan[position]
-                if isinstance(entry, str):
-                    if entry not in held:
-                        return
-                    yield self._record(entry, held[entry], labels)
-                    uses[entry] -= 1
-                    if not uses[entry]:
-                        del held[entry]
-                else:
-                    yield entry
-                position += 1
-
-        yield from ready()
-        for member in iter_tar(files[IMAGES], limits=LIMITS):
-            if uses.get(member.name):
-                held[member.name] = member.extent or member.read()
-                yield from ready()
-        # Whatever is left in the plan is missing from the tar (or follows a missing image).
-        for entry in plan[position:]:
+        wanted = [entry for entry in plan if isinstance(entry, str)]
+        found = members_in_order(files[IMAGES], wanted, limits=LIMITS, allow_missing=True)
+        for entry in plan:
             if isinstance(entry, BadRecord):
                 yield entry
-            elif entry in held:
-                yield self._record(entry, held[entry], labels)
-            else:
+                continue
+            member = next(found)
+            if member is None:
                 yield BadRecord(IMAGES, f"{entry} (image id {_id_of(entry)})",
                                 f"image listed in {SETID} {variable} is missing from the archive")
+            else:
+                yield self._record(entry, member.extent or member.read(), labels)
 
     def stated_counts(self, split: str, files: Mapping[str, Path]) -> list[Count]:
         """How many image ids setid.mat lists for the split."""
-        from thresher.matlab import load_mat
+        from thresher.sources.matlab import load_mat
         variable = SPLIT_VARIABLE[split]
         ids = _vector(load_mat(files[SETID], source=SETID), SETID, variable)
         return [Count(SETID, f"variable {variable!r}", "image ids", len(ids))]
@@ -153,8 +129,8 @@ class Flowers102(Recipe):
         import numpy as np
         from PIL import Image
 
-        from thresher.matlab import save_mat
         from thresher.miniature import drawn_image, write_tar
+        from thresher.sources.matlab import save_mat
 
         rng = np.random.default_rng(102)
         sizes = [(50, 37), (37, 50), (48, 36), (41, 29), (17, 64), (64, 48),

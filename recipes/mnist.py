@@ -7,11 +7,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from thresher.archive import gzip_head, open_gzip
 from thresher.errors import MalformedDataError
 from thresher.published import Count, check_claim, limit
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.schema import Field, Schema
+from thresher.sources.archive import gzip_head, open_gzip
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,7 +62,7 @@ class Mnist(Recipe):
     channel_order = "GRAY"
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[RecordBatch]:
-        from thresher import idx
+        from thresher.sources import idx
         images_name, labels_name = FILES[split]
         published = self.split(split).num_records
         labels = _read_labels(files[labels_name], labels_name, published)
@@ -91,8 +91,8 @@ class Mnist(Recipe):
     def write_miniature(self, directory: Path) -> Miniature:
         import numpy as np
 
-        from thresher import idx
         from thresher.miniature import drawn_image
+        from thresher.sources import idx
         rng = np.random.default_rng(2051)
         files: dict[str, Path] = {}
         records: dict[str, list[Record]] = {}
@@ -120,7 +120,7 @@ def _open(path: Path, ndim: int, published: int) -> BinaryIO:
 
 def _header(stream: BinaryIO, name: str, ndim: int, published: int) -> tuple[int, ...]:
     """An IDX header's dimensions, refused before any data is read if they claim more than MNIST holds."""
-    from thresher import idx
+    from thresher.sources import idx
     dims = idx.read_header(stream, name, ndim=ndim)
     check_claim(Count(name, "byte 4", COUNTED[ndim], dims[0]), published)
     if dims[1:] not in ((), (SIDE, SIDE)):
@@ -131,7 +131,7 @@ def _header(stream: BinaryIO, name: str, ndim: int, published: int) -> tuple[int
 def _read_labels(path: Path, name: str, published: int) -> np.ndarray:
     import numpy as np
 
-    from thresher import idx
+    from thresher.sources import idx
     with _open(path, 1, published) as stream:
         (count,) = _header(stream, name, 1, published)
         return np.concatenate(list(idx.iter_blocks(stream, name, (count,), block=1 << 20)) or [np.zeros(0, np.uint8)])

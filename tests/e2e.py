@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from thresher.idx import write_idx
 from thresher.miniature import write_checksums
 from thresher.progress import PROGRESS_NAME
 from thresher.recipe import Miniature, Recipe
 from thresher.registry import all_recipes
 from thresher.schema import Schema
+from thresher.sources.idx import write_idx
 
 # Every format and the codec values it is prepared with (hdf5 stores arrays, no codec).
 FORMAT_CODECS = [("lmdb", "datum"), ("lmdb", "tensorprotos"), ("minidb", "datum"), ("minidb", "tensorprotos"),

@@ -7,6 +7,7 @@ import io
 import os
 import re
 import stat
+import struct
 import tarfile
 import zipfile
 from collections.abc import Iterable
@@ -15,7 +16,9 @@ from pathlib import Path
 import pytest
 from reliability_matrix import scenario
 
-from thresher.archive import (
+from thresher.errors import MalformedDataError, UnsafeArchiveError
+from thresher.sources import members
+from thresher.sources.archive import (
     DEFAULT_LIMITS,
     CorruptArchiveError,
     Limits,
@@ -28,7 +31,7 @@ from thresher.archive import (
     sniff_compression,
     walking_each_tar_once,
 )
-from thresher.errors import MalformedDataError, UnsafeArchiveError
+from thresher.sources.members import Listing, iter_archive, iter_nested, members_in_order
 
 MODES = {"tar": "w", "tar.gz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}
 FILES = {
@@ -545,3 +548,266 @@ def test_an_unfinished_or_compressed_walk_is_not_remembered(tmp_path: Path) -> N
         packed.write_bytes(packed.read_bytes()[:20])
         with pytest.raises(CorruptArchiveError):
             list(iter_tar(packed))
+
+
+# -- zip ------------------------------------------------------------------------------------------
+
+
+def make_zip(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED,
+             modes: dict[str, int] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            info.external_attr = (modes or {}).get(name, stat.S_IFREG | 0o644) << 16
+            zf.writestr(info, data)
+    return path
+
+
+def patch_central(path: Path, member: str, **fields: int) -> None:
+    """Rewrite fields of a member's central directory entry (and flags/method in its local header)."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")
+    while data[at + 46:at + 46 + len(member)] != member.encode():
+        at = data.index(b"PK\x01\x02", at + 4)
+    offsets = {"flags": (8, "<H"), "method": (10, "<H"), "crc": (16, "<I"), "file_size": (24, "<I")}
+    local = int.from_bytes(data[at + 42:at + 46], "little")
+    for name, value in fields.items():
+        offset, fmt = offsets[name]
+        data[at + offset:at + offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+        if name in ("flags", "method"):
+            data[local + offset - 2:local + offset] = struct.pack(fmt, value)
+    path.write_bytes(bytes(data))
+
+
+def test_zip_members_in_directory_order_with_extents_for_stored(tmp_path: Path) -> None:
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        path = make_zip(tmp_path / f"m{method}.zip", {"img/b.jpg": b"B" * 3000, "a.txt": b"hello", "img/": b""},
+                        method)
+        members = list(iter_archive(path))
+        assert [(m.name, m.size) for m in members] == [("img/b.jpg", 3000), ("a.txt", 5)]
+        got = {m.name: m.read() for m in iter_archive(path)}
+        assert got == {"img/b.jpg": b"B" * 3000, "a.txt": b"hello"}
+        has_extent = [m.extent is not None for m in members]
+        assert has_extent == [method == zipfile.ZIP_STORED] * 2
+        if method == zipfile.ZIP_STORED:
+            assert members[0].extent.read() == b"B" * 3000  # readable after the walk ended
+
+
+ZIP_HOSTILE = {
+    "dotdot": ({"../evil.txt": b"x"}, None, "../evil.txt", "escape"),
+    "absolute": ({"/tmp/thresher-abs-evil.txt": b"x"}, None, "/tmp/thresher-abs-evil.txt", "absolute path"),
+    "backslash": ({"..\\..\\evil.txt": b"x"}, None, "evil.txt", "backslash"),
+    "symlink": ({"link": b"/etc/passwd"}, {"link": stat.S_IFLNK | 0o777}, "link", "symbolic link"),
+    "fifo": ({"pipe": b""}, {"pipe": stat.S_IFIFO | 0o644}, "pipe", "FIFO"),
+    "long": ({"x" * 5000: b"x"}, None, "xxxx", "over the limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(ZIP_HOSTILE))
+@scenario('12', 'hostile zip members: `../`, absolute paths, backslashes, symlinks and FIFOs (Unix mode bits), absurd names',
+          'refused with an error naming archive and member, before any byte of it is read',
+          'UnsafeArchiveError matches archive, member and reason (zips written with zipfile)')
+def test_hostile_zip_members_are_refused(tmp_path: Path, case: str) -> None:
+    members, modes, shown, problem = ZIP_HOSTILE[case]
+    path = make_zip(tmp_path / f"{case}.zip", {"ok.txt": b"fine", **members}, modes=modes)
+    with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(path, shown) + ".*" + re.escape(problem)):
+        for m in iter_archive(path):
+            m.read()
+
+
+@scenario('12', 'a zip with more members, or larger ones, than the limits (sizes from its directory)',
+          'refused before reading',
+          'UnsafeArchiveError past `max_members`, `max_member_size`, `max_total_size`, `max_ratio`')
+def test_zip_limits_are_checked_from_the_directory(tmp_path: Path) -> None:
+    many = make_zip(tmp_path / "many.zip", {f"f{i:03d}": b"x" for i in range(20)})
+    with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(many, "f010") + ".*more than 10 members"):
+        next(iter_archive(many, limits=Limits(max_members=10)))
+    bomb = make_zip(tmp_path / "bomb.zip", {"zeros.bin": bytes(8 << 20)})
+    assert bomb.stat().st_size < 100_000
+    for limits, problem in [(Limits(max_member_size=1 << 20), "member size limit"),
+                            (Limits(max_total_size=1 << 20), "total"),
+                            (Limits(max_ratio=50), "max_ratio")]:
+        with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(bomb, "zeros.bin") + ".*" + problem):
+            next(iter_archive(bomb, limits=limits))
+
+
+@scenario('12', 'a zip bomb of overlapping entries (many directory entries sharing one compressed block)',
+          'refused before anything is inflated',
+          'UnsafeArchiveError names the overlapping member')
+def test_overlapping_zip_entries_are_refused(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "overlap.zip", {"a.bin": bytes(1 << 20)})
+    data = path.read_bytes()
+    start, end = data.index(b"PK\x01\x02"), data.index(b"PK\x05\x06")
+    entry_ = data[start:end]
+    copy = entry_.replace(b"a.bin", b"b.bin")  # the same local header offset, another name
+    directory = entry_ + copy
+    record = bytearray(data[end:])
+    struct.pack_into("<HHII", record, 8, 2, 2, len(directory), start)
+    path.write_bytes(data[:start] + directory + bytes(record))
+    assert [i.filename for i in zipfile.ZipFile(path).infolist()] == ["a.bin", "b.bin"]  # zipfile lists both
+    with pytest.raises(UnsafeArchiveError, match=names_archive_and_member(path, "b.bin") + ".*overlaps.*a.bin"):
+        next(iter_archive(path))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize("claimed", [500, 2000])
+@scenario('13', 'a zip whose directory lies about a member\'s size',
+          'reading the member fails clearly',
+          'CorruptArchiveError names archive and member (size or CRC-32), never a zipfile traceback')
+def test_zip_directory_lying_about_size(tmp_path: Path, method: int, claimed: int) -> None:
+    path = make_zip(tmp_path / "lies.zip", {"a.bin": bytes(range(250)) * 4, "b.txt": b"ok"}, method)
+    patch_central(path, "a.bin", file_size=claimed)
+    with pytest.raises(CorruptArchiveError, match=names_archive_and_member(path, "a.bin")):
+        for m in iter_archive(path):
+            m.read()
+
+
+@scenario('13', 'an encrypted zip member, or one compressed with a method zipfile cannot decode',
+          'refused clearly, naming the method',
+          'MalformedDataError names archive, member and "encrypted" or the method (e.g. 9, deflate64)')
+def test_encrypted_and_unsupported_zip_members(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "enc.zip", {"a.txt": b"secret"})
+    patch_central(path, "a.txt", flags=0x1)
+    with pytest.raises(MalformedDataError, match=names_archive_and_member(path, "a.txt") + ".*encrypted"):
+        next(iter_archive(path))
+    path = make_zip(tmp_path / "d64.zip", {"a.txt": b"data"})
+    patch_central(path, "a.txt", method=9)
+    with pytest.raises(MalformedDataError, match=names_archive_and_member(path, "a.txt") + ".*method 9 .deflate64"):
+        next(iter_archive(path))
+
+
+def test_truncated_zip_and_not_an_archive(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "t.zip", {"a.txt": b"x" * 1000})
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(CorruptArchiveError, match=re.escape(str(path)) + r".*central directory.*truncated"):
+        next(iter_archive(path))
+    html = tmp_path / "page.zip"
+    html.write_bytes(HTML)
+    with pytest.raises(MalformedDataError, match=re.escape(str(html)) + ".*HTML page"):
+        next(iter_archive(html))
+
+
+# -- archives inside archives ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outer", ["tar", "tar.gz"])
+@pytest.mark.parametrize("inner", ["w", "w:gz", "zip"])
+def test_archive_inside_an_archive(tmp_path: Path, outer: str, inner: str) -> None:
+    # ImageNet's train tar: one tar per class; here also a gzip'd inner tar and a zip member.
+    classes = {f"n0{k}": {f"n0{k}_{i}.JPEG": bytes([k, i]) * 100 for i in range(3)} for k in range(2)}
+    members: dict[str, bytes] = {}
+    for wnid, files in classes.items():
+        if inner == "zip":
+            make_zip(tmp_path / "inner.zip", files)
+            members[f"{wnid}.zip"] = (tmp_path / "inner.zip").read_bytes()
+        else:
+            members[f"{wnid}.tar"] = make_tar(tmp_path / "inner.tar", files, inner).read_bytes()
+    path = make_tar(tmp_path / f"train.{outer}", members, MODES[outer])
+    got = {}
+    for member in iter_archive(path):
+        for image in iter_nested(member):
+            got[(member.name, image.name)] = image.read()
+    suffix = "zip" if inner == "zip" else "tar"
+    assert got == {(f"{w}.{suffix}", n): d for w, files in classes.items() for n, d in files.items()}
+
+
+@pytest.mark.parametrize("outer", ["tar", "tar.gz", "zip"])
+@pytest.mark.parametrize("inner", ["tar", "zip"])
+@scenario('12', 'a hostile member inside an archive nested in another (tar in tar, zip in zip, either way)',
+          'refused like a top-level one, naming both levels',
+          'UnsafeArchiveError names `outer:inner` and the member')
+def test_hostile_member_of_a_nested_archive(tmp_path: Path, outer: str, inner: str) -> None:
+    if inner == "tar":
+        inner_bytes = make_tar(tmp_path / "in.tar", [entry("ok.JPEG", b"x"), entry("../../evil.txt", b"x")]).read_bytes()
+    else:
+        inner_bytes = make_zip(tmp_path / "in.zip", {"ok.JPEG": b"x", "/etc/evil.txt": b"x"}).read_bytes()
+    name = f"n01.{inner}"
+    if outer == "zip":
+        path = make_zip(tmp_path / "outer.zip", {"readme.txt": b"r", name: inner_bytes})
+    else:
+        path = make_tar(tmp_path / f"outer.{outer}", {"readme.txt": b"r", name: inner_bytes}, MODES[outer])
+    evil = "../../evil.txt" if inner == "tar" else "/etc/evil.txt"
+    pattern = re.escape(f"{path}:{name}: member {evil!r}")
+    with pytest.raises(UnsafeArchiveError, match=pattern):
+        for member in iter_archive(path):
+            if member.name == name:
+                for m in iter_nested(member):
+                    m.read()
+
+
+def test_iter_archive_reads_streams(tmp_path: Path) -> None:
+    data = make_tar(tmp_path / "x.tar.bz2", {"a.txt": b"A", "b.txt": b"B"}, "w:bz2").read_bytes()
+    assert [(m.name, m.read()) for m in iter_archive(io.BytesIO(data), label="x.tar.bz2")] == \
+        [("a.txt", b"A"), ("b.txt", b"B")]
+    with pytest.raises(MalformedDataError, match=r"^in\.bin \(byte 0\).*looks like text"):
+        next(iter_archive(io.BytesIO(b"just text, no archive\n" * 30), label="in.bin"))
+
+
+# -- members in a listed order -------------------------------------------------------------------
+
+LISTED = {f"img/{i}.jpg": bytes([i]) * (100 + i) for i in range(6)}
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz", "zip"])
+def test_members_in_order_follows_the_list_not_the_archive(tmp_path: Path, kind: str) -> None:
+    if kind == "zip":
+        path = make_zip(tmp_path / "a.zip", LISTED, zipfile.ZIP_STORED)
+    else:
+        path = make_tar(tmp_path / f"a.{kind}", LISTED, MODES[kind])
+    wanted = ["img/4.jpg", "img/0.jpg", "img/4.jpg", "img/5.jpg", "img/2.jpg", "img/0.jpg"]  # with repeats
+    got = [(m.name, m.read(), m.extent) for m in members_in_order(path, wanted)]
+    assert [(name, data) for name, data, _ in got] == [(n, LISTED[n]) for n in wanted]
+    if kind != "tar.gz":  # held by where they lie, not by their bytes
+        assert all(extent is not None for _, _, extent in got)
+
+
+def test_members_in_order_yields_the_due_member_live_and_holds_only_early_ones(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "a.tar.gz", LISTED, "w:gz")
+    found = members_in_order(path, ["img/0.jpg", "img/1.jpg", "img/3.jpg", "img/2.jpg"])
+    first = next(found)
+    with first.open() as stream:  # live: a stream over the walk, not a copy
+        assert stream.read() == LISTED["img/0.jpg"]
+    assert [m.read() for m in found] == [LISTED[n] for n in ("img/1.jpg", "img/3.jpg", "img/2.jpg")]
+
+
+@scenario('13', 'a member a recipe lists is missing from its archive',
+          'an error naming archive and member (or, where a recipe allows it, a bad record in its place)',
+          'MalformedDataError names the archive and the member; with allow_missing, None in its place and the rest in order')
+def test_members_in_order_missing_member(tmp_path: Path) -> None:
+    path = make_tar(tmp_path / "a.tar", LISTED)
+    with pytest.raises(MalformedDataError, match=names_archive_and_member(path, "img/9.jpg") + ".*missing"):
+        list(members_in_order(path, ["img/1.jpg", "img/9.jpg", "img/2.jpg"]))
+    got = list(members_in_order(path, ["img/1.jpg", "img/9.jpg", "img/2.jpg"], allow_missing=True))
+    assert [m and m.name for m in got] == ["img/1.jpg", None, "img/2.jpg"]
+
+
+def test_members_in_order_with_a_listing_inside_the_archive(tmp_path: Path) -> None:
+    # The list comes after what it lists (AN4's etc/ files may): held until it is read.
+    files = {**LISTED, "etc/list.txt": b"img/5.jpg\nimg/1.jpg\nimg/9.jpg\n"}
+    path = make_tar(tmp_path / "a.tar.gz", files, "w:gz")
+
+    def order(lists: dict[str, bytes]) -> list[str]:
+        return lists["etc/list.txt"].decode().split()
+
+    listing = Listing(("etc/list.txt",), order, lambda name: name.startswith("img/"))
+    got = list(members_in_order(path, listing, allow_missing=True))
+    assert [m and m.read() for m in got] == [LISTED["img/5.jpg"], LISTED["img/1.jpg"], None]
+    with pytest.raises(MalformedDataError, match=names_archive_and_member(path, "etc/other.txt") + ".*missing"):
+        list(members_in_order(path, Listing(("etc/other.txt",), order, lambda name: True)))
+
+
+def test_members_kept_for_later_live_only_within_one_prepare(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_tar(tmp_path / "a.tar.gz", LISTED, "w:gz")
+    walks = []
+    monkeypatch.setattr(members, "iter_archive", lambda p, **kw: walks.append(p) or iter_archive(p, **kw))
+    with walking_each_tar_once():
+        assert [m.read() for m in members_in_order(path, ["img/0.jpg"], keep_for_later=["img/4.jpg"])] == \
+            [LISTED["img/0.jpg"]]
+        assert [m.read() for m in members_in_order(path, ["img/4.jpg"])] == [LISTED["img/4.jpg"]]
+        assert len(walks) == 1  # the second call was served from what the first kept
+    assert [m.read() for m in members_in_order(path, ["img/0.jpg"], keep_for_later=["img/4.jpg"])] == \
+        [LISTED["img/0.jpg"]]
+    assert [m.read() for m in members_in_order(path, ["img/4.jpg"])] == [LISTED["img/4.jpg"]]
+    assert len(walks) == 3  # outside a prepare nothing is kept

@@ -1,4 +1,4 @@
-"""MAT v5 reader/writer: agrees with scipy both ways, reads big-endian files, refuses bad input."""
+"""MAT files: v5 written by scipy (numbers, chars, cells, structs), big-endian v5 by hand, v7.3 by h5py."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import struct
 import zlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
+import scipy.io as sio
+import scipy.sparse as sparse
 
 from thresher.errors import MalformedDataError
-from thresher.matlab import load_mat, save_mat
-
-sio = pytest.importorskip("scipy.io")
-sparse = pytest.importorskip("scipy.sparse")
+from thresher.sources.matlab import load_mat, mat_version, save_mat
 
 RNG = np.random.default_rng(1234)
 
@@ -38,8 +38,7 @@ def various() -> dict[str, np.ndarray]:
         "col": np.arange(5, dtype=np.float64).reshape(5, 1),
         "empty": np.zeros((0, 3)),
         "special": np.array([[np.nan, np.inf, -np.inf, -0.0, 1e300, 0.5]]),
-        "negints": np.array([[-3.0, 0.0, 200.0, 70000.0, -70000.0]]),
-        "negzero": np.array([[-0.0, 1.0, 2.0]]),  # integral, but compact storage would lose the sign
+        "negzero": np.array([[-0.0, 1.0, 2.0]]),
     }
     for code in ("i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8"):
         info = np.iinfo(code)
@@ -48,7 +47,6 @@ def various() -> dict[str, np.ndarray]:
 
 
 def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    got = {k: v for k, v in got.items() if not k.startswith("__")}
     assert sorted(got) == sorted(want)
     for name, expected in want.items():
         assert got[name].shape == expected.shape, name
@@ -58,80 +56,65 @@ def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None
             np.testing.assert_array_equal(np.signbit(got[name]), np.signbit(expected), err_msg=name)
 
 
-@pytest.mark.parametrize("compress", [True, False])
-@pytest.mark.parametrize("arrays", [flowers_like(), various()], ids=["flowers", "various"])
-def test_save_mat_reads_in_scipy(tmp_path: Path, compress: bool, arrays: dict[str, np.ndarray]) -> None:
-    path = tmp_path / "out.mat"
-    save_mat(path, arrays, compress=compress)
-    assert_same(sio.loadmat(path, mat_dtype=True), arrays)
-    assert_same(load_mat(path), arrays)
-
-
-def test_compact_doubles_look_like_matlab(tmp_path: Path) -> None:
-    # MATLAB stores small-integer doubles as uint8/uint16; scipy (default) then reports the
-    # stored type, our reader the class type.
-    labels = flowers_like()["labels"]
-    path = tmp_path / "imagelabels.mat"
-    save_mat(path, {"labels": labels})
-    assert sio.loadmat(path)["labels"].dtype == np.uint8
-    assert load_mat(path)["labels"].dtype == np.float64
-    save_mat(path, {"ids": np.array([[1.0, 8189.0]])})
-    assert sio.loadmat(path)["ids"].dtype == np.uint16
-    save_mat(path, {"labels": labels}, compact=False)
-    assert sio.loadmat(path)["labels"].dtype == np.float64
-    assert len(path.read_bytes()) > 8189  # compressed or not, the layout differs from compact
-
-
 @pytest.mark.parametrize("do_compression", [True, False])
 @pytest.mark.parametrize("arrays", [flowers_like(), various()], ids=["flowers", "various"])
-def test_load_mat_reads_scipy_files(
-    tmp_path: Path, do_compression: bool, arrays: dict[str, np.ndarray]
-) -> None:
+def test_load_mat_reads_scipy_files(tmp_path: Path, do_compression: bool, arrays: dict[str, np.ndarray]) -> None:
     path = tmp_path / "scipy.mat"
     sio.savemat(path, arrays, do_compression=do_compression)
     assert_same(load_mat(path), arrays)
     assert_same(load_mat(path.read_bytes(), source="x.mat"), arrays)
 
 
-def test_one_d_becomes_row_like_scipy(tmp_path: Path) -> None:
-    save_mat(tmp_path / "a.mat", {"v": np.arange(4, dtype=np.int32), "s": np.int16(5)})
-    got = load_mat(tmp_path / "a.mat")
-    assert got["v"].shape == (1, 4) and got["s"].shape == (1, 1)
-    assert sio.loadmat(tmp_path / "a.mat")["v"].shape == (1, 4)
+def test_save_mat_is_v5_and_atomic(tmp_path: Path) -> None:
+    save_mat(tmp_path / "a.mat", {"v": np.arange(4, dtype=np.int32), "labels": flowers_like()["labels"]})
+    assert mat_version((tmp_path / "a.mat").read_bytes()[:520]) == "5"
+    assert load_mat(tmp_path / "a.mat")["v"].shape == (1, 4)
+    with pytest.raises(TypeError):
+        save_mat(tmp_path / "b.mat", {"x": np.array([object()], dtype=object)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mat"]  # nothing half written left
 
 
 def test_logical_and_char(tmp_path: Path) -> None:
     mask = np.array([[True, False, True]])
-    save_mat(tmp_path / "b.mat", {"mask": mask})
-    assert_same(load_mat(tmp_path / "b.mat"), {"mask": mask})
-    assert_same(sio.loadmat(tmp_path / "b.mat", mat_dtype=True), {"mask": mask})
-    sio.savemat(tmp_path / "c.mat", {"name": "héllo", "mask": mask})
+    sio.savemat(tmp_path / "c.mat", {"name": "héllo", "mask": mask, "rows": np.array(["ab", "cd"]), "none": ""})
     got = load_mat(tmp_path / "c.mat")
-    assert "".join(got["name"][0]) == "héllo" and got["name"].shape == (1, 5)
+    assert got["name"] == "héllo" and got["none"] == ""
+    assert list(got["rows"]) == ["ab", "cd"]
     assert_same({"mask": got["mask"]}, {"mask": mask})
 
 
-@pytest.mark.parametrize(
-    ("value", "what"),
-    [
-        ({"a": 1.0}, "struct"),
-        (np.array([np.zeros(2), "x"], dtype=object), "cell"),
-        (np.array([[1 + 2j]]), "complex"),
-        (sparse.csc_matrix(np.eye(3)), "sparse"),
-    ],
-)
-def test_unsupported_classes_name_the_variable(tmp_path: Path, value: object, what: str) -> None:
-    sio.savemat(tmp_path / "u.mat", {"ok": np.ones((1, 2)), "bad_var": value})
-    with pytest.raises(MalformedDataError, match=rf"u\.mat.*'bad_var'.*{what}"):
+def test_v5_cells_and_structs_like_bsds500(tmp_path: Path) -> None:
+    # BSDS500 groundTruth: a 1xK cell, each a struct with Segmentation (uint16) and Boundaries (logical).
+    annotators = [
+        {"Segmentation": np.arange(6, dtype=np.uint16).reshape(2, 3) + k, "Boundaries": np.eye(2, 3, dtype=bool)}
+        for k in range(3)
+    ]
+    truth = np.empty((1, 3), dtype=object)
+    truth[0, :] = annotators
+    sio.savemat(tmp_path / "100007.mat", {
+        "groundTruth": truth,
+        "layout": {"type": 5.0, "name": "room", "point": np.array([[1.0, 2.0], [3.0, 4.0]])},
+        "mixed": np.array([[np.ones((1, 2)), "txt", np.array([[7]], dtype=np.int16)]], dtype=object),
+    })
+    got = load_mat(tmp_path / "100007.mat")
+    assert got["groundTruth"].shape == (1, 3) and got["groundTruth"].dtype == object
+    for k, annotator in enumerate(got["groundTruth"][0]):
+        assert sorted(annotator) == ["Boundaries", "Segmentation"]
+        assert_same(annotator, annotators[k])
+    layout = got["layout"]
+    assert layout["name"] == "room"
+    assert_same({"type": layout["type"], "point": layout["point"]},
+                {"type": np.array([[5.0]]), "point": np.array([[1.0, 2.0], [3.0, 4.0]])})
+    mixed = got["mixed"]
+    assert mixed.shape == (1, 3) and mixed[0, 1] == "txt"
+    assert_same({"a": mixed[0, 0], "b": mixed[0, 2]},
+                {"a": np.ones((1, 2)), "b": np.array([[7]], dtype=np.int16)})
+
+
+def test_sparse_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    sio.savemat(tmp_path / "u.mat", {"ok": np.ones((1, 2)), "bad_var": sparse.csc_matrix(np.eye(3))})
+    with pytest.raises(MalformedDataError, match=r"u\.mat.*'bad_var'.*sparse"):
         load_mat(tmp_path / "u.mat")
-
-
-def test_save_mat_refuses_what_it_cannot_write(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'z'"):
-        save_mat(tmp_path / "a.mat", {"z": np.array([1j])})
-    with pytest.raises(ValueError, match="not a valid MATLAB variable name"):
-        save_mat(tmp_path / "a.mat", {"1x": np.ones(2)})
-    assert not list(tmp_path.iterdir())
 
 
 # -- big-endian, hand-built from the format description (scipy cannot write one) -------------
@@ -157,20 +140,17 @@ def be_matrix(name: str, mclass: int, dims: tuple[int, ...], data_type: int, dat
 def big_endian_file() -> bytes:
     header = b"MATLAB 5.0 MAT-file, Platform: SOL2, hand made".ljust(116) + bytes(8)
     header += struct.pack(">H", 0x0100) + b"MI"
-    # double class stored as miUINT8, column-major 2x3: [[1, 3, 5], [2, 4, 6]]
+    # double class stored as miUINT8 (MATLAB's compact storage), column-major 2x3: [[1, 3, 5], [2, 4, 6]]
     labels = be_matrix("labels", 6, (2, 3), 2, bytes([1, 2, 3, 4, 5, 6]))
-    # int16 class in a compressed element
-    ints = be_matrix("ints", 10, (1, 3), 3, struct.pack(">3h", -2, 300, 7))
+    ints = be_matrix("ints", 10, (1, 3), 3, struct.pack(">3h", -2, 300, 7))  # int16, compressed element
     packed = zlib.compress(ints)
     compressed = struct.pack(">II", 15, len(packed)) + packed
-    # double stored as miDOUBLE, tiny enough for the small element form? no: 8 bytes
     one = be_matrix("one", 6, (1, 1), 9, struct.pack(">d", -1.5))
-    # uint16-stored double, two values = 4 bytes -> small element
-    ids = be_matrix("ids", 6, (1, 2), 4, struct.pack(">2H", 8189, 1))
+    ids = be_matrix("ids", 6, (1, 2), 4, struct.pack(">2H", 8189, 1))  # uint16-stored double, small element
     return header + labels + compressed + one + ids
 
 
-def test_big_endian_file() -> None:
+def test_big_endian_file_with_compact_doubles() -> None:
     got = load_mat(big_endian_file(), source="be.mat")
     assert_same(
         got,
@@ -181,7 +161,91 @@ def test_big_endian_file() -> None:
             "ids": np.array([[8189.0, 1.0]]),
         },
     )
-    assert all(a.dtype.isnative for a in got.values())
+
+
+# -- v7.3: HDF5 after a 512-byte header, as MATLAB's save -v7.3 lays it out --------------------
+
+V73_HEADER = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Nov 30 09:00:00 2026 HDF5 schema 1.00 ."
+              .ljust(116) + bytes(8) + b"\x00\x02IM")
+
+
+def matlab_class(node: h5py.HLObject, name: str) -> h5py.HLObject:
+    node.attrs["MATLAB_class"] = np.bytes_(name)
+    return node
+
+
+def chars(f: h5py.Group, name: str, text: str) -> h5py.Dataset:
+    # 1xN char: uint16 codes, HDF5 dims reversed (N, 1)
+    return matlab_class(f.create_dataset(name, data=np.array([[ord(c)] for c in text], dtype=np.uint16)), "char")
+
+
+def write_v73(path: Path) -> None:
+    """An MSO-like file: a 1x2 struct array imgIdx (name, label, anno), plus cells, logical, empty."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+        # 2x3 double [[1, 2, 3], [4, 5, 6]] is stored transposed: HDF5 shape (3, 2)
+        matlab_class(f.create_dataset("labels", data=np.array([[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]])), "double")
+        matlab_class(f.create_dataset("mask", data=np.array([[1], [0], [1]], dtype=np.uint8)), "logical")
+        empty = matlab_class(f.create_dataset("nothing", data=np.array([0, 0], dtype=np.uint64)), "double")
+        empty.attrs["MATLAB_empty"] = np.uint8(1)
+        # a 1x2 cell {'img1.jpg', int32 7}
+        chars(refs, "a", "img1.jpg")
+        matlab_class(refs.create_dataset("b", data=np.array([[7]], dtype=np.int32)), "int32")
+        matlab_class(f.create_dataset("names", data=np.array([[refs["a"].ref], [refs["b"].ref]],
+                                                               dtype=h5py.ref_dtype)), "cell")
+        # a 1x1 struct: its fields are variables of the group
+        scalar = matlab_class(f.create_group("info"), "struct")
+        chars(scalar, "title", "MSO")
+        matlab_class(scalar.create_dataset("count", data=np.array([[2.0]])), "double")
+        # a 1x2 struct array: each field is an array of references, one per element
+        elements = []
+        for k, (name, label, boxes) in enumerate([("a.jpg", 1.0, [[1, 2, 30, 40]]),
+                                                  ("b.jpg", 2.0, [[5, 6, 7, 8], [9, 10, 11, 12]])]):
+            chars(refs, f"n{k}", name)
+            matlab_class(refs.create_dataset(f"l{k}", data=np.array([[label]])), "double")
+            matlab_class(refs.create_dataset(f"x{k}", data=np.array(boxes, dtype=np.float64).T), "double")
+            elements.append((refs[f"n{k}"].ref, refs[f"l{k}"].ref, refs[f"x{k}"].ref))
+        group = matlab_class(f.create_group("imgIdx"), "struct")
+        for column, field in enumerate(("name", "label", "anno")):
+            group.create_dataset(field, data=np.array([[e[column]] for e in elements], dtype=h5py.ref_dtype))
+        fields = np.empty(3, dtype=h5py.vlen_dtype(np.dtype("S1")))
+        for i, field in enumerate(("name", "label", "anno")):
+            fields[i] = np.array(list(field), dtype="S1")
+        group.attrs["MATLAB_fields"] = fields
+    with open(path, "r+b") as out:
+        out.write(V73_HEADER)
+
+
+def test_v73_through_h5py(tmp_path: Path) -> None:
+    path = tmp_path / "imgIdx.mat"
+    write_v73(path)
+    assert mat_version(path.read_bytes()[:520]) == "7.3"
+    got = load_mat(path)
+    assert sorted(got) == ["imgIdx", "info", "labels", "mask", "names", "nothing"]
+    assert_same({k: got[k] for k in ("labels", "mask", "nothing")},
+                {"labels": np.array([[1.0, 2, 3], [4, 5, 6]]), "mask": np.array([[True, False, True]]),
+                 "nothing": np.zeros((0, 0))})
+    assert got["names"].shape == (1, 2) and got["names"][0, 0] == "img1.jpg"
+    assert_same({"b": got["names"][0, 1]}, {"b": np.array([[7]], dtype=np.int32)})
+    assert got["info"]["title"] == "MSO"
+    assert_same({"count": got["info"]["count"]}, {"count": np.array([[2.0]])})
+    index = got["imgIdx"]
+    assert index.shape == (1, 2)
+    assert [e["name"] for e in index[0]] == ["a.jpg", "b.jpg"]
+    assert list(index[0, 0]) == ["name", "label", "anno"]  # MATLAB's field order
+    assert_same({"anno": index[0, 1]["anno"], "label": index[0, 1]["label"]},
+                {"anno": np.array([[5.0, 6, 7, 8], [9, 10, 11, 12]]), "label": np.array([[2.0]])})
+
+
+def test_v73_truncated_or_corrupt_is_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "imgIdx.mat"
+    write_v73(path)
+    data = path.read_bytes()
+    for cut in (600, len(data) // 2, len(data) - 10):
+        with pytest.raises(MalformedDataError, match=r"^imgIdx\.mat"):
+            load_mat(data[:cut], source="imgIdx.mat")
+    with pytest.raises(MalformedDataError, match="no HDF5 data starts at byte 512"):
+        load_mat(data[:512], source="imgIdx.mat")
 
 
 # -- malformed input -----------------------------------------------------------------------------
@@ -192,51 +256,29 @@ def test_every_truncation_is_malformed(tmp_path: Path, compress: bool) -> None:
     path = tmp_path / "t.mat"
     save_mat(path, {"labels": np.array([[1.0, 2.0, 300.5, 4.0, 5.0]])}, compress=compress)
     data = path.read_bytes()
-    assert load_mat(data[:128]) == {}  # a header alone is a valid empty file
     for cut in range(len(data)):
         if cut == 128:
-            continue
-        with pytest.raises(MalformedDataError, match=r"t\.mat \(byte \d+") as info:
+            continue  # a header alone is an empty file (scipy reads it as such)
+        with pytest.raises(MalformedDataError, match=r"^t\.mat") as info:
             load_mat(data[:cut], source="t.mat")
         assert info.value.source == "t.mat"
-
-
-def test_truncated_big_endian_and_scipy_files(tmp_path: Path) -> None:
-    data = big_endian_file()
-    with pytest.raises(MalformedDataError, match="truncated"):
-        load_mat(data[:-3])
-    sio.savemat(tmp_path / "s.mat", flowers_like(), do_compression=True)
-    data = (tmp_path / "s.mat").read_bytes()
-    with pytest.raises(MalformedDataError, match=r"s\.mat \(byte"):
-        load_mat(data[: len(data) // 2], source="s.mat")
 
 
 def test_corrupt_compressed_element() -> None:
     data = bytearray(big_endian_file())
     start = data.index(b"\x00\x00\x00\x0f") + 8  # payload of the compressed element
     data[start + 5] ^= 0xFF
-    with pytest.raises(MalformedDataError, match="compressed element"):
+    with pytest.raises(MalformedDataError, match=r"^c\.mat"):
         load_mat(bytes(data), source="c.mat")
-
-
-def test_compressed_checksum_is_verified(tmp_path: Path) -> None:
-    save_mat(tmp_path / "k.mat", {"labels": flowers_like()["labels"]})
-    data = bytearray((tmp_path / "k.mat").read_bytes())
-    data[-1] ^= 0x01  # last byte of the zlib stream's adler32
-    with pytest.raises(MalformedDataError, match=r"k\.mat \(byte 128\): compressed element does not inflate"):
-        load_mat(bytes(data), source="k.mat")
 
 
 def test_random_corruption_never_escapes_as_another_error(tmp_path: Path) -> None:
     for compress in (True, False):
-        save_mat(
-            tmp_path / "r.mat",
-            {"a": np.arange(6.0).reshape(2, 3) + 0.5, "b": np.int8([1, 2])},
-            compress=compress,
-        )
+        save_mat(tmp_path / "r.mat", {"a": np.arange(6.0).reshape(2, 3) + 0.5, "b": np.int8([1, 2]),
+                                      "c": {"f": "text"}}, compress=compress)
         clean = (tmp_path / "r.mat").read_bytes()
         rng = np.random.default_rng(7)
-        for _ in range(400):
+        for _ in range(300):
             data = bytearray(clean)
             for pos in rng.integers(116, len(data), size=3):
                 data[pos] = int(rng.integers(0, 256))
@@ -250,17 +292,11 @@ def test_random_corruption_never_escapes_as_another_error(tmp_path: Path) -> Non
         (b"<!DOCTYPE html><html><body>Quota exceeded</body></html>" + b" " * 200, "HTML"),
         (b"", "too short"),
         (b"\x00\x00\x00\x00" + bytes(200), "v4"),
-        (b"MATLAB 7.3 MAT-file, Platform: GLNXA64" + bytes(600), "7.3"),
+        (b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(124) + b"\x00\x02IM" + bytes(600), "7.3"),
         (b"MATLAB 5.0 MAT-file".ljust(124) + b"\x00\x01XX", "endian"),
-        (b"MATLAB 5.0 MAT-file".ljust(124) + b"\x00\x02IM", "version"),
+        (b"MATLAB 5.0 MAT-file".ljust(124) + b"\x00\x03IM", "version"),
     ],
 )
-def test_not_a_v5_file(data: bytes, problem: str) -> None:
+def test_not_a_mat_file(data: bytes, problem: str) -> None:
     with pytest.raises(MalformedDataError, match=f"^bad.mat.*{problem}"):
         load_mat(data, source="bad.mat")
-
-
-def test_unsupported_top_level_element() -> None:
-    header = b"MATLAB 5.0 MAT-file".ljust(116) + bytes(8) + struct.pack("<H", 0x0100) + b"IM"
-    with pytest.raises(MalformedDataError, match=r"byte 128.*type 9"):
-        load_mat(header + struct.pack("<II", 9, 8) + bytes(8), source="x.mat")

@@ -17,11 +17,11 @@ from reliability_matrix import scenario
 from server import LoopbackServer
 
 import thresher
-from thresher import idx
-from thresher.archive import iter_tar
 from thresher.errors import ChecksumError, MalformedDataError, UnsafeArchiveError
 from thresher.miniature import FIXED_MTIME, write_checksums
 from thresher.recipes import cifar10
+from thresher.sources import idx
+from thresher.sources.archive import iter_tar
 
 MiB = 1 << 20
 HUGE = 3_758_096_383  # the member: 3.5 GiB of zeros, 3.6 MB as gzip

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from thresher.readahead import ReadAhead
+from thresher.sources.readahead import ReadAhead
 
 
 class _Failing(io.RawIOBase):

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thresher.archive import iter_tar
 from thresher.convert import validate
 from thresher.errors import MalformedDataError
 from thresher.recipe import BadRecord, Miniature
 from thresher.recipes.an4 import ARCHIVE, RECIPE
+from thresher.sources.archive import iter_tar
 
 TRAIN_IDS = "an4/etc/an4_train.fileids"
 TRAIN_TEXT = "an4/etc/an4_train.transcription"

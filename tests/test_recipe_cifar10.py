@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 import thresher.recipes.cifar10 as cifar
-from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.miniature import write_tar
+from thresher.sources import members
+from thresher.sources.archive import iter_tar, walking_each_tar_once
+from thresher.sources.members import iter_archive
 
 
 def shuffled_copy(tmp_path: Path, order: list[str], drop: str | None = None) -> tuple[Path, dict]:
@@ -26,18 +28,24 @@ def rows(recipe: cifar.Cifar10, split: str, path: Path) -> list[dict]:
     return [r for batch in recipe.records(split, {cifar.ARCHIVE: path}) for r in batch.rows()]
 
 
-def test_both_splits_come_from_one_pass_in_batch_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_both_splits_come_from_one_pass_within_one_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = cifar.FOLDER
     order = [f"{folder}/data_batch_3.bin", f"{folder}/test_batch.bin", f"{folder}/data_batch_1.bin",
              f"{folder}/data_batch_5.bin", f"{folder}/data_batch_2.bin", f"{folder}/data_batch_4.bin"]
     path, want = shuffled_copy(tmp_path, order)
     passes = []
-    monkeypatch.setattr(cifar, "iter_tar", lambda p, **kw: passes.append(p) or iter_tar(p, **kw))
+    monkeypatch.setattr(members, "iter_archive", lambda p, **kw: passes.append(p) or iter_archive(p, **kw))
     recipe = cifar.Cifar10()
-    for split in ("train", "test"):
-        got = rows(recipe, split, path)
-        assert [r["label"] for r in got] == [r["label"] for r in want[split]]
-        assert all(np.array_equal(g["image"], w["image"]) for g, w in zip(got, want[split], strict=True))
+    with walking_each_tar_once():  # what prepare runs its splits in
+        for split in ("train", "test"):
+            got = rows(recipe, split, path)
+            assert [r["label"] for r in got] == [r["label"] for r in want[split]]
+            assert all(np.array_equal(g["image"], w["image"]) for g, w in zip(got, want[split], strict=True))
+    assert len(passes) == 1
+    # Nothing outlives the prepare, on the recipe or elsewhere: outside one, each split walks.
+    assert vars(recipe) == {}
+    passes.clear()
+    assert [r["label"] for r in rows(recipe, "test", path)] == [r["label"] for r in want["test"]]
     assert len(passes) == 1
 
 

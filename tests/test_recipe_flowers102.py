@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from thresher.archive import CorruptArchiveError, iter_tar
 from thresher.convert import validate
 from thresher.errors import MalformedDataError
-from thresher.extent import Extent, resolved
-from thresher.matlab import save_mat
 from thresher.recipe import BadRecord, Miniature, Record
 from thresher.recipes.flowers102 import IMAGES, LABELS, RECIPE, SETID, member_name
+from thresher.sources.archive import CorruptArchiveError, iter_tar
+from thresher.sources.extent import Extent, resolved
+from thresher.sources.matlab import save_mat
 
 sio = pytest.importorskip("scipy.io")
 

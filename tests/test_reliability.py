@@ -301,8 +301,8 @@ def test_a_split_that_fails_keeps_the_finished_splits_for_the_rerun(mirror: Mirr
 
 
 def test_truncated_cifar_batch_names_member_and_offset(mirror: Mirror, tmp_path: Path) -> None:
-    from thresher.archive import iter_tar
     from thresher.miniature import write_tar
+    from thresher.sources.archive import iter_tar
 
     archive = mirror.miniatures["cifar10"].files["cifar-10-binary.tar.gz"]
     members = {m.name: m.read() for m in iter_tar(archive)}
@@ -315,8 +315,8 @@ def test_truncated_cifar_batch_names_member_and_offset(mirror: Mirror, tmp_path:
 
 
 def test_corrupt_jpeg_is_named_and_skip_bad_counts_it(mirror: Mirror, tmp_path: Path) -> None:
-    from thresher.archive import iter_tar
     from thresher.miniature import write_tar
+    from thresher.sources.archive import iter_tar
 
     archive = mirror.miniatures["flowers102"].files["102flowers.tgz"]
     members: dict[str, bytes | None] = {m.name: m.read() for m in iter_tar(archive)}
@@ -466,8 +466,8 @@ def test_changed_upstream_file_is_refused_until_accepted(mirror: Mirror, tmp_pat
 
         changed = get_recipe("an4").write_miniature(tmp_path)  # same layout, different bytes
         shorter = {name: path.read_bytes() for name, path in changed.files.items()}
-        from thresher.archive import iter_tar
         from thresher.miniature import write_tar
+        from thresher.sources.archive import iter_tar
 
         members = {m.name: m.read() for m in iter_tar(changed.files["an4_raw.bigendian.tar.gz"])}
         members["an4/etc/an4_test.fileids"] = b"\n".join(members["an4/etc/an4_test.fileids"].splitlines()[:2]) + b"\n"
@@ -488,8 +488,8 @@ def test_changed_upstream_file_is_refused_until_accepted(mirror: Mirror, tmp_pat
           "an error naming the archive member and line; with --skip-bad the utterance is skipped and counted",
           "MalformedDataError names `an4/etc/an4_train.transcription line 2`; skip-bad keeps the other utterances")
 def test_bad_transcript_line_is_named_and_skippable(mirror: Mirror, tmp_path: Path) -> None:
-    from thresher.archive import iter_tar
     from thresher.miniature import write_tar
+    from thresher.sources.archive import iter_tar
 
     archive = mirror.miniatures["an4"].files["an4_raw.bigendian.tar.gz"]
     members = {m.name: m.read() for m in iter_tar(archive)}

@@ -18,9 +18,9 @@ import numpy as np
 
 from thresher import transforms
 from thresher.codecs import get_codec
-from thresher.extent import resolved
 from thresher.recipe import WHERE, BadRecord, Record, RecordBatch
 from thresher.schema import Field, Schema
+from thresher.sources.extent import resolved
 from thresher.transforms import ConvertOptions
 
 log = logging.getLogger("thresher")

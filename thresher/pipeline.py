@@ -22,7 +22,6 @@ from typing import Any
 
 from thresher import __version__, transforms
 from thresher.acquire import download
-from thresher.archive import walking_each_tar_once
 from thresher.atomic import check_free_space, remove
 from thresher.codecs import get_codec
 from thresher.convert import (
@@ -53,6 +52,7 @@ from thresher.recipe import Recipe
 from thresher.registry import usable_recipe
 from thresher.schema import Schema
 from thresher.sink import ShardFinisher, ShardResult, ShardSink
+from thresher.sources.archive import walking_each_tar_once
 from thresher.transforms import ConvertOptions
 
 log = logging.getLogger("thresher")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thresher.archive import Limits
 from thresher.errors import MalformedDataError
+from thresher.sources.archive import Limits
 
 if TYPE_CHECKING:
     from thresher.recipe import Recipe

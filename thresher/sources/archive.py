@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -32,8 +33,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError
-from thresher.extent import Extent
-from thresher.readahead import ReadAhead
+from thresher.sources.extent import Extent
+from thresher.sources.readahead import ReadAhead
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -54,9 +55,9 @@ KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 # Bytes the decompressed stream may run past the end of the current member's data before the
 # next member header must have appeared. Covers tar headers, GNU long names, pax records and
 # tarfile's read-ahead; anything larger is a header bomb.
-_HEADER_SLACK = 8 * MiB
+HEADER_SLACK = 8 * MiB
 # Bytes a compressed stream may produce before the ratio check starts to apply.
-_RATIO_GRACE = 1 * MiB
+RATIO_GRACE = 1 * MiB
 _TAR_BUFSIZE = 64 * KiB  # tarfile copies its buffer on every read: keep it small
 
 
@@ -128,6 +129,22 @@ class Member:
     extent: Extent | None = field(default=None, repr=False, compare=False)
     """Where the bytes lie when the archive is uncompressed (and they fit ``read``): another
     process can read them later, after the iterator has moved on."""
+
+    @property
+    def location(self) -> str:
+        """``archive:member``, the label of an archive nested in this member."""
+        return f"{self._source}:{self.name}"
+
+    def kept(self) -> Member:
+        """This member, readable after the walk moves on: by its extent, else its bytes read now."""
+        if self.extent is not None:
+            return Member(self.name, self.size, functools.partial(_open_extent, self.extent), self._source,
+                          self._max_read, self.extent)
+        return self.with_bytes(self.read())
+
+    def with_bytes(self, data: bytes) -> Member:
+        """A member of the same name and archive whose bytes are ``data`` (read or kept earlier)."""
+        return Member(self.name, len(data), lambda: io.BytesIO(data), self._source, self._max_read)
 
     @classmethod
     def from_bytes(cls, name: str, data: bytes) -> Member:
@@ -258,7 +275,7 @@ class _Meter(io.RawIOBase):
             raise UnsafeArchiveError(self.exceeded())
         if self.max_ratio is not None and self.raw is not None:
             consumed = self.inner.source_position if isinstance(self.inner, ReadAhead) else self.raw.tell()
-            if self.pos > self.max_ratio * consumed + _RATIO_GRACE:
+            if self.pos > self.max_ratio * consumed + RATIO_GRACE:
                 raise UnsafeArchiveError(
                     f"{self.label}: {self.context or 'start of archive'}: {consumed} compressed bytes "
                     f"expand to over {self.pos} (more than Limits.max_ratio={self.max_ratio}): compression bomb?"
@@ -398,8 +415,8 @@ def gzip_head(path: Path | str, size: int) -> bytes:
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def _safe_name(label: str, raw: str, limits: Limits) -> str:
-    """The member name as a normalised relative POSIX path, or UnsafeArchiveError."""
+def checked_name(label: str, raw: str, limits: Limits) -> str:
+    """The member name as a normalised relative POSIX path, or UnsafeArchiveError (tar and zip alike)."""
 
     def refuse(problem: str) -> UnsafeArchiveError:
         shown = raw if len(raw) <= 200 else raw[:200] + f"... ({len(raw)} chars)"
@@ -419,6 +436,24 @@ def _safe_name(label: str, raw: str, limits: Limits) -> str:
     return "/".join(parts)
 
 
+class WrappedStream(io.RawIOBase):
+    """A readable raw stream over ``inner`` that closes ``inner`` when it is closed."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.inner.close()
+            finally:
+                super().close()
+
+
 @dataclass
 class _Cursor:
     """Which member is current; members of older generations are stale."""
@@ -426,14 +461,11 @@ class _Cursor:
     generation: int = 0
 
 
-class _MemberStream(io.RawIOBase):
+class _MemberStream(WrappedStream):
     def __init__(self, inner: BinaryIO, cursor: _Cursor, generation: int, label: str, name: str) -> None:
-        super().__init__()
-        self.inner, self.cursor, self.generation = inner, cursor, generation
+        super().__init__(inner)
+        self.cursor, self.generation = cursor, generation
         self.label, self.name = label, name
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self.cursor.generation != self.generation:
@@ -450,12 +482,6 @@ class _MemberStream(io.RawIOBase):
                 f"archive ends inside this member's data ({exc}); truncated?",
             ) from None
 
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self.inner.close()
-            finally:
-                super().close()
 
 
 def _opener(
@@ -501,6 +527,13 @@ def _kind_of_member(info: tarfile.TarInfo) -> str | None:
     return f"has unsupported tar type {info.type!r}"
 
 
+def refused_mode(mode: int) -> str | None:
+    """Why a member with these Unix mode bits (a zip's external attributes) is refused, or None."""
+    kinds = ((stat.S_ISLNK, "is a symbolic link"), (stat.S_ISCHR, "is a character device"),
+             (stat.S_ISBLK, "is a block device"), (stat.S_ISFIFO, "is a FIFO"), (stat.S_ISSOCK, "is a socket"))
+    return next((why for test, why in kinds if test(mode)), None)
+
+
 def _block(size: int) -> int:
     return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
@@ -515,24 +548,72 @@ def _open_tar_stream(meter: _Meter, label: str, kind: str, tarinfo: type[tarfile
         ) from None
 
 
-def iter_tar(path: Path | str, *, limits: Limits = DEFAULT_LIMITS) -> Iterator[Member]:
+ArchiveSource = Path | str | os.PathLike[str] | BinaryIO
+"""A file on disk, or a stream (e.g. a member of another archive, opened while its walk is there)."""
+
+
+class _Replayed(WrappedStream):
+    """A stream whose first bytes were read to sniff it, served again first; counts bytes read."""
+
+    def __init__(self, head: bytes, inner: BinaryIO) -> None:
+        super().__init__(inner)
+        self.head, self.pos = memoryview(head), 0
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n] = self.head[:n]
+            self.head = self.head[n:]
+        else:
+            n = self.inner.readinto(buffer) or 0  # type: ignore[attr-defined]
+        self.pos += n
+        return n
+
+
+
+def open_source(source: ArchiveSource, label: str | None = None) -> tuple[BinaryIO, bytes, str, str | None]:
+    """``(stream from byte 0, first 512 bytes, label, path or None)`` for a path or a stream."""
+    if hasattr(source, "read"):
+        stream: BinaryIO = source  # type: ignore[assignment]
+        head = b""
+        while len(head) < 512:
+            more = stream.read(512 - len(head))
+            if not more:
+                break
+            head += more
+        return _Replayed(head, stream), head, label or "<stream>", None  # type: ignore[return-value]
+    path = os.fspath(source)  # type: ignore[arg-type]
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's walk
+    head = raw.read(512)
+    raw.seek(0)
+    return raw, head, label or str(source), path
+
+
+def iter_tar(source: ArchiveSource, *, limits: Limits = DEFAULT_LIMITS, label: str | None = None) -> Iterator[Member]:
     """Yield the regular files of a tar (plain, gzip, bz2 or xz) one by one, checking each.
 
+    ``source`` is a path or a stream (then ``label`` names it in messages, e.g. ``outer.tar:inner.tar``).
     Directories are skipped; anything unsafe raises :class:`UnsafeArchiveError` naming the
     archive and member; truncation or corruption raises :class:`CorruptArchiveError`.
     """
-    label = str(path)
-    kind = sniff_compression(path)
-    if kind in ("zip", "zstd"):
-        raise MalformedDataError(label, "", f"is a {kind} archive, not a tar (with or without gzip/bz2/xz)")
-    if kind == "none":
-        with open(path, "rb") as f:
-            head = f.read(1024)
-        raise MalformedDataError(label, "byte 0", f"is not a tar archive: it {describe_head(head)}")
-    if kind == "tar" and _TAR_INDEXES.active:
+    raw, head, label, path = open_source(source, label)
+    try:
+        kind = sniff_compression(head)
+        if kind in ("zip", "zstd"):
+            raise MalformedDataError(label, "", f"is a {kind} archive, not a tar (with or without gzip/bz2/xz)")
+        if kind == "none":
+            raise MalformedDataError(label, "byte 0", f"is not a tar archive: it {describe_head(head[:1024])}")
+    except BaseException:
+        raw.close()
+        raise
+    if path is not None and kind == "tar" and _TAR_INDEXES.active:
+        raw.close()
         yield from _TAR_INDEXES.members(path, label, limits)
     else:
-        yield from _walk_tar(path, label, kind, limits)
+        yield from _walk_tar(raw, label, kind, limits, path)
 
 
 @contextlib.contextmanager
@@ -550,6 +631,29 @@ def walking_each_tar_once() -> Iterator[None]:
         _TAR_INDEXES.active -= 1
         if not _TAR_INDEXES.active:
             _TAR_INDEXES.indexes.clear()
+            _TAR_INDEXES.kept.clear()
+
+
+def keeping_for_this_prepare() -> bool:
+    """Whether :func:`keep_for_this_prepare` holds anything here (inside walking_each_tar_once)."""
+    return _TAR_INDEXES.active > 0
+
+
+def keep_for_this_prepare(key: tuple[Any, ...], data: bytes) -> bool:
+    """Hold ``data`` until the enclosing :func:`walking_each_tar_once` ends; False outside one.
+
+    For a member one walk meets that a later walk of the same prepare wants (CIFAR-10's test
+    batch, met while reading train from the same gzip stream): it is not inflated twice.
+    """
+    if not _TAR_INDEXES.active:
+        return False
+    _TAR_INDEXES.kept[key] = data
+    return True
+
+
+def take_kept(key: tuple[Any, ...]) -> bytes | None:
+    """What :func:`keep_for_this_prepare` holds under ``key`` (handed over once), or None."""
+    return _TAR_INDEXES.kept.pop(key, None)
 
 
 class _TarIndexes:
@@ -566,6 +670,7 @@ class _TarIndexes:
     def __init__(self) -> None:
         self.indexes: OrderedDict[tuple[Any, ...], list[Extent]] = OrderedDict()
         self.active = 0  # open walking_each_tar_once() blocks
+        self.kept: dict[tuple[Any, ...], bytes] = {}  # keep_for_this_prepare()
 
     def members(self, path: Path | str, label: str, limits: Limits) -> Iterator[Member]:
         status = os.stat(path)
@@ -578,7 +683,7 @@ class _TarIndexes:
                              limits.max_read_size, extent)
             return
         seen: list[Extent] | None = []
-        for member in _walk_tar(path, label, "tar", limits):
+        for member in _walk_tar(open(path, "rb"), label, "tar", limits, os.fspath(path)):  # noqa: SIM115
             if seen is not None:
                 same_file = member.extent is not None and (member.extent.inode, member.extent.mtime_ns) == \
                     (status.st_ino, status.st_mtime_ns)
@@ -600,8 +705,8 @@ def _open_extent(extent: Extent) -> BinaryIO:
 _TAR_INDEXES = _TarIndexes()
 
 
-def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterator[Member]:
-    """iter_tar's checked walk of one archive, member by member."""
+def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | None) -> Iterator[Member]:
+    """iter_tar's checked walk of one archive, member by member; extents only for a file on disk."""
     # A TarInfo subclass that remembers why tarfile stopped: only a zero block is a real end;
     # tarfile silently treats a missing or garbled header after the first as the end too.
     ending: list[Exception] = []
@@ -620,21 +725,20 @@ def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterat
     def where() -> str:
         return f"after member {previous!r}" if previous else "first member"
 
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the meter
     meter = _Meter(
         _decompressor(raw, kind),
         label,
         kind,
-        ceiling=_HEADER_SLACK,
+        ceiling=HEADER_SLACK,
         exceeded=lambda: (
-            f"{label}: {where()}: tar header data larger than {_HEADER_SLACK} bytes (header bomb?)"
+            f"{label}: {where()}: tar header data larger than {HEADER_SLACK} bytes (header bomb?)"
         ),
         raw=raw,
         max_ratio=limits.max_ratio if kind != "tar" else None,
     )
     meter.context = where()
     cursor = _Cursor()
-    status = os.fstat(raw.fileno())
+    status = os.fstat(raw.fileno()) if path is not None else None
     with meter, _open_tar_stream(meter, label, kind, _RecordingTarInfo) as tar:
         count = 0
         total = 0
@@ -654,7 +758,7 @@ def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterat
                     f"{label}: member {info.name[:200]!r}: more than {limits.max_members} members "
                     f"(the limit{'; ' + limits.basis if limits.basis else ''})"
                 )
-            name = _safe_name(label, info.name, limits)
+            name = checked_name(label, info.name, limits)
             refused = _kind_of_member(info)
             if refused:
                 raise UnsafeArchiveError(f"{label}: member {info.name!r}: {refused}")
@@ -675,9 +779,9 @@ def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterat
                     f"{label}: member {name!r}: members so far total {total} bytes, over the limit "
                     f"of {limits.max_total_size}{limits.because()}"
                 )
-            meter.ceiling = info.offset_data + _block(info.size) + _HEADER_SLACK
+            meter.ceiling = info.offset_data + _block(info.size) + HEADER_SLACK
             extent = None
-            if kind == "tar" and info.size <= limits.max_read_size and not info.issparse():
+            if status is not None and kind == "tar" and info.size <= limits.max_read_size and not info.issparse():
                 extent = Extent(os.path.abspath(path), info.offset_data, info.size, name, status.st_ino,
                                 status.st_mtime_ns)  # absolute: a worker may run elsewhere
             member = Member(
@@ -699,7 +803,7 @@ def _walk_tar(path: Path | str, label: str, kind: str, limits: Limits) -> Iterat
         if kind != "tar":
             # Read the (normally tiny) rest of the compressed stream so its checksum is verified.
             meter.ceiling = None
-            stop = meter.pos + _HEADER_SLACK
+            stop = meter.pos + HEADER_SLACK
             chunk = bytearray(64 * KiB)
             while meter.pos < stop and meter.readinto(chunk):
                 pass
