@@ -15,10 +15,10 @@ import numpy as np
 
 from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
+from thresher.features import Image, Integer, Schema
 from thresher.miniature import drawn_image, write_tar
 from thresher.published import Contents
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
-from thresher.schema import Field, Schema
 
 ARCHIVE = "cifar-10-binary.tar.gz"
 FOLDER = "cifar-10-batches-bin"
@@ -63,8 +63,8 @@ class Cifar10(Recipe):
     )
     splits = (Split("train", 50000, "data_batch_1..5"), Split("test", 10000, "test_batch, 1,000 per class"))
     schema = Schema((
-        Field("image", "image", shape=(32, 32, 3), description="RGB"),
-        Field("label", "int", minimum=0, maximum=9, description="index into " + ", ".join(CLASSES)),
+        Image("image", shape=(32, 32, 3), description="RGB"),
+        Integer("label", minimum=0, maximum=9, description="index into " + ", ".join(CLASSES)),
     ))
     channel_order = "RGB"  # convert_cifar_data copies the R, G, B planes as they are
 

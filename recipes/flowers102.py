@@ -18,11 +18,11 @@ import numpy as np
 from thresher.archive import iter_tar
 from thresher.errors import MalformedDataError
 from thresher.extent import Extent, head
+from thresher.features import Image, Integer, Schema
 from thresher.matlab import load_mat, save_mat
 from thresher.miniature import drawn_image, write_tar
 from thresher.published import Contents, Count
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
-from thresher.schema import Field, Schema
 
 IMAGES = "102flowers.tgz"
 LABELS = "imagelabels.mat"
@@ -76,8 +76,8 @@ class Flowers102(Recipe):
         Split("test", 6149, "setid.mat tstid: the remaining images, at least 20 per class"),
     )
     schema = Schema((
-        Field("image", "image", encoding="jpeg", description="the published JPEG bytes, sizes vary"),
-        Field("label", "int", minimum=0, maximum=NUM_CLASSES - 1, dims=(1,),
+        Image("image", encoding="jpeg", description="the published JPEG bytes, sizes vary"),
+        Integer("label", minimum=0, maximum=NUM_CLASSES - 1, dims=(1,),
               description="imagelabels.mat label minus one"),
     ))
     channel_order = "BGR"  # photos, as convert_imageset writes them

@@ -12,10 +12,10 @@ import numpy as np
 from thresher import idx
 from thresher.archive import gzip_head, open_gzip
 from thresher.errors import MalformedDataError
+from thresher.features import Image, Integer, Schema
 from thresher.miniature import drawn_image
 from thresher.published import Count, check_claim, limit
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
-from thresher.schema import Field, Schema
 
 OFFICIAL = "http://yann.lecun.com/exdb/mnist/"  # answers 403 since 2020 (sources.md); mirrors follow
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
@@ -57,8 +57,8 @@ class Mnist(Recipe):
     )
     splits = (Split("train", 60000), Split("test", 10000))
     schema = Schema((
-        Field("image", "image", shape=(SIDE, SIDE, 1), description="grey pixels, 0 = background"),
-        Field("label", "int", dims=(), minimum=0, maximum=9, description="the digit"),
+        Image("image", shape=(SIDE, SIDE, 1), description="grey pixels, 0 = background"),
+        Integer("label", dims=(), minimum=0, maximum=9, description="the digit"),
     ))
     channel_order = "GRAY"
 

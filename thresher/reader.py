@@ -22,7 +22,6 @@ from thresher.formats.damage import damaged
 from thresher.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from thresher.schema import Schema
 from thresher.tiling import split_problems
-from thresher.transforms import decode_audio, decode_image
 
 
 def open(path: str | Path, split: str | None = None, *, decode: bool = True) -> Dataset:  # noqa: A001
@@ -80,7 +79,7 @@ class Dataset:
         self._starts = list(np.cumsum([0] + [s.records for s in entry.shards[:-1]])) if entry.shards else []
         self._length = entry.records
         self._codec = get_codec(manifest.codec) if manifest.codec else None
-        self._encoded = [f for f in self.schema if f.is_encoded]
+        self._encoded = [f for f in self.schema if f.needs_decoding]
 
     def __len__(self) -> int:
         return self._length
@@ -162,10 +161,7 @@ class Dataset:
 
     def _decoded(self, record: dict[str, Any]) -> dict[str, Any]:
         for f in self._encoded:
-            if f.kind == "image":
-                record[f.name] = decode_image(record[f.name], f.shape[2] if f.shape else 3)
-            elif f.kind == "audio":
-                record[f.name] = decode_audio(record[f.name])
+            record[f.name] = f.decoded(record[f.name])
         return record
 
     def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0,
@@ -227,10 +223,9 @@ class Dataset:
     def _decoded_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
         for f in self.schema:
             column = columns[f.name]
-            if f.is_encoded and self.decode:
-                decoded = [self._decoded({f.name: v})[f.name] for v in column]
-                columns[f.name] = _stack_if_same(decoded)
-            elif f.kind in ("str",) or (f.is_encoded and not self.decode):
+            if f.needs_decoding and self.decode:
+                columns[f.name] = _stack_if_same([f.decoded(v) for v in column])
+            elif f.listed or f.needs_decoding:
                 columns[f.name] = list(column)
             elif isinstance(column, np.ndarray) and column.dtype == object:
                 columns[f.name] = _stack_if_same(list(column))
