@@ -166,7 +166,10 @@ class Dataset:
 
     def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                 drop_last: bool = False) -> Iterator[dict[str, Any]]:
-        """Dicts of stacked arrays (lists where records differ in shape, and for text).
+        """Dicts of columns: fixed-shape fields as stacked arrays (ints as int64), variable-length
+        fields as lists, never padded: text, bytes, boxes (a dict of arrays per record),
+        sequences and tensors whose first dimension varies always; images and masks of
+        differing sizes in batches where their shapes differ.
 
         Records are read and decoded a batch at a time (whole columns where the layout allows),
         which is what makes this much faster than indexing record by record.
@@ -197,7 +200,7 @@ class Dataset:
     def take(self, indices: Any) -> dict[str, Any]:
         """The records at ``indices`` (in that order) as a dict of columns."""
         if self._codec is None:
-            return collate([self[int(i)] for i in indices])
+            return self._decoded_columns(collate([self[int(i)] for i in indices]), decoded=True)
         places = [(n := bisect.bisect_right(self._starts, index) - 1, int(index - self._starts[n])) for index in indices]
         for shard_no in {shard_no for shard_no, _ in places}:
             self.shard(shard_no)
@@ -220,12 +223,19 @@ class Dataset:
             raise damaged(shard.path, f"records {start}..{stop - 1}: {exc}") from exc
         return self._decoded_columns(dict(columns))
 
-    def _decoded_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
+    def _decoded_columns(self, columns: dict[str, Any], decoded: bool = False) -> dict[str, Any]:
+        """Columns as :meth:`batches` hands them out; ``decoded`` when the values already are."""
         for f in self.schema:
             column = columns[f.name]
-            if f.needs_decoding and self.decode:
+            if f.listed:
+                values = list(column)
+                undecoded = self.decode and f.needs_decoding and not decoded
+                columns[f.name] = [f.decoded(v) for v in values] if undecoded else values
+            elif decoded:
+                continue
+            elif f.needs_decoding and self.decode:
                 columns[f.name] = _stack_if_same([f.decoded(v) for v in column])
-            elif f.listed or f.needs_decoding:
+            elif f.needs_decoding:
                 columns[f.name] = list(column)
             elif isinstance(column, np.ndarray) and column.dtype == object:
                 columns[f.name] = _stack_if_same(list(column))

@@ -203,6 +203,10 @@ class Feature:
         """Text under a contact-sheet cell, or None when this field is not captioned."""
         return None
 
+    def draw(self, picture: Any, value: Any) -> Any:
+        """``picture`` (a PIL RGB image of the record's photo) with this field drawn on it."""
+        return picture
+
     # ------------------------------------------------------------------ manifest JSON
 
     def to_json(self) -> dict[str, Any]:

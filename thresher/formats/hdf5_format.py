@@ -23,7 +23,7 @@ import numpy as np
 
 from thresher.atomic import disk_errors, write_bytes_atomic
 from thresher.errors import UnsupportedCodecError
-from thresher.features import Schema, classic_pair
+from thresher.features import Integer, Schema, classic_pair
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, SplitFilesCheck, StorageFormat
 from thresher.formats.damage import check_size, damaged, expected_size
 
@@ -260,12 +260,14 @@ class Hdf5Reader(ShardReader):
             # Row-at-a-time HDF5 reads cost ~60 µs each; a shard this size is cheaper held whole,
             # which is also how Caffe's HDF5Data layer reads it.
             columns = self.columns(0, self._length)
-            self._cache = {name: c.tolist() if isinstance(c, np.ndarray) and c.ndim == 1 else c
-                           for name, c in columns.items()}
+            # Columns of Python ints (scalar labels) are cheaper to index as lists.
+            self._cache = {f.name: c.tolist() if isinstance(c, np.ndarray) and c.dtype == np.int64 and c.ndim == 1
+                           and isinstance(f, Integer) else c
+                           for f, c in zip(self.context.schema, columns.values(), strict=True)}
         if self._cache is not None:
             if not 0 <= index < self._length:
                 raise IndexError(index)
-            return b"", {name: column[index].copy() if isinstance(column, np.ndarray) else column[index]
+            return b"", {name: np.array(column[index]) if isinstance(column, np.ndarray) else column[index]
                          for name, column in self._cache.items()}
         order = self.context.channel_order
         if not 0 <= index < self._length:
