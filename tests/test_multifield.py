@@ -139,3 +139,35 @@ def test_datum_refuses_the_multifield_schema(served: tuple[str, Miniature, Path]
         thresher.prepare(RECIPE.name, root=tmp_path, format="lmdb", codec="datum", mirror=url, offline=True,
                          checksums=checksums, progress=False)
 
+
+def test_contact_sheet_draws_boxes_and_masks_and_inspect_names_classes(
+        served: tuple[str, Miniature, Path], tmp_path: Path) -> None:
+    from thresher.features.colours import class_colour
+    from thresher.show import CELL, contact_sheet
+    from thresher.verify import inspect_text
+
+    url, miniature, checksums = served
+    result = thresher.prepare(RECIPE.name, root=tmp_path, format="lmdb", mirror=url, offline=True,
+                              checksums=checksums, progress=False)
+    ds = thresher.open(result.directory / "train")
+    try:
+        sheet_path = contact_sheet(ds, tmp_path / "sheet.png")
+    finally:
+        ds.close()
+    want = miniature.records["train"]
+    scale = CELL // 8  # the 8×8 photos are enlarged by whole pixels
+    with PILImage.open(sheet_path) as sheet:
+        pixels = np.asarray(sheet.convert("RGB"))
+    # record 1's box (1, 2)-(4.5, 6) is a "dog": its top-left corner in cell 1 has the dog colour
+    x, y = CELL + 1 * scale + scale // 2, 2 * scale + scale // 2
+    assert tuple(pixels[y, x]) == class_colour(2)
+    # record 0's mask marks row 0 as boundary (255): blended half with white, lighter than the photo
+    photo = want[0]["photo"][0, 0].astype(float)
+    assert np.allclose(pixels[scale // 2, scale // 2], (photo + 255) / 2, atol=1)
+    # a pixel of class 0 (background) shows the photo unchanged
+    assert tuple(pixels[7 * scale + scale // 2, 7 * scale + scale // 2]) == tuple(want[0]["photo"][7, 7])
+    text = inspect_text(result.directory)
+    assert "attrs: class_label, multi-label of 4 classes: smiling, blurry, outdoor, night" in text
+    assert "objects=1 boxes ['dog']" in text
+    assert "attrs='smiling,blurry,night'" in text  # record 1: [1, 1, 0, 1]
+    assert "landmarks=float32[2, 2] min 0 max 2.5 mean 1.312" in text  # 0, 2.5, 0.25, 2.5
