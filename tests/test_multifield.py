@@ -12,6 +12,7 @@ import json
 import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,3 +172,39 @@ def test_contact_sheet_draws_boxes_and_masks_and_inspect_names_classes(
     assert "objects=1 boxes ['dog']" in text
     assert "attrs='smiling,blurry,night'" in text  # record 1: [1, 1, 0, 1]
     assert "landmarks=float32[2, 2] min 0 max 2.5 mean 1.312" in text  # 0, 2.5, 0.25, 2.5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_torch_loader_fetches_batches_whole_and_lists_variable_fields(
+        served: tuple[str, Miniature, Path], tmp_path: Path, workers: int) -> None:
+    torch = pytest.importorskip("torch", reason="PyTorch is an optional extra (pip install 'thresher[torch]')")
+    from thresher.torch_adapter import TorchDataset
+
+    calls: list[list[int]] = []
+
+    class Counting(TorchDataset):
+        def __getitems__(self, indices: list[int]) -> Any:
+            calls.append(list(indices))
+            return super().__getitems__(indices)
+
+    url, miniature, checksums = served
+    result = thresher.prepare(RECIPE.name, root=tmp_path, format="lmdb", mirror=url, offline=True,
+                              checksums=checksums, progress=False)
+    ds = thresher.open(result.directory / "train")
+    try:
+        batches = list(Counting(ds).loader(2, num_workers=workers))
+    finally:
+        ds.close()
+    want = miniature.records["train"]
+    if workers == 0:
+        assert calls == [[0, 1], [2]]  # one call per batch, not one per record
+    assert [len(b["caption"]) for b in batches] == [2, 1]
+    first = batches[0]
+    assert isinstance(first["photo"], torch.Tensor) and tuple(first["photo"].shape) == (2, 8, 8, 3)
+    assert torch.equal(first["photo"][1], torch.from_numpy(want[1]["photo"]))
+    assert torch.equal(first["seg"][0], torch.from_numpy(want[0]["seg"]))  # decoded palette indexes
+    assert torch.equal(first["attrs"], torch.from_numpy(np.stack([want[0]["attrs"], want[1]["attrs"]])))
+    assert isinstance(first["landmarks"], list)  # variable length: listed, not padded
+    assert [tuple(t.shape) for t in first["landmarks"]] == [(1, 2), (2, 2)]
+    assert torch.equal(first["objects"][1]["boxes"], torch.from_numpy(want[1]["objects"]["boxes"]))
+    assert first["caption"] == [want[0]["caption"], want[1]["caption"]]
