@@ -209,3 +209,13 @@ def test_datum_takes_a_class_label_but_not_a_multi_label() -> None:
     datum.check(Schema((Image("image"), ClassLabel("label", names=("a", "b")))))
     with pytest.raises(UnsupportedCodecError, match="use --codec tensorprotos"):
         datum.check(Schema((Image("image"), ClassLabel("label", names=("a", "b"), multi=True))))
+
+
+def test_manifests_written_before_feature_classes_still_load() -> None:
+    # the schema JSON of an MNIST manifest as the Field dataclass wrote it (every key on every field)
+    old = [{"name": "image", "kind": "image", "encoding": "raw", "shape": [28, 28, 1], "dims": [1], "minimum": None,
+            "maximum": None, "description": "grey"},
+           {"name": "label", "kind": "int", "encoding": "raw", "shape": None, "dims": [], "minimum": 0, "maximum": 9,
+            "description": "the digit"}]
+    assert Schema.from_json(old) == Schema((Image("image", description="grey", shape=(28, 28, 1)),
+                                            Integer("label", description="the digit", dims=(), minimum=0, maximum=9)))
