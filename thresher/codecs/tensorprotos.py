@@ -93,14 +93,23 @@ def unpack_varints(data: bytes) -> np.ndarray:
     return values.view(np.int64)
 
 
+_HEADS: dict[tuple[int, tuple[int, ...], int], bytes] = {}  # (BYTE, dims, size) -> bytes before the payload
+
+
 def tensor_entry(t: TensorData) -> bytes:
     """One ``protos`` entry holding ``t``, fields in protobuf's ascending field-number order."""
+    if t.data_type == DataType.BYTE:  # raw pixels: the same few shapes again and again
+        payload = t.data if type(t.data) is bytes else bytes(t.data)
+        key = (t.data_type, t.dims, len(payload))
+        prefix = _HEADS.get(key)
+        if prefix is None:
+            head = dims_bytes(t.dims) + b"\x10\x03\x2a" + varint(len(payload))
+            prefix = b"\x0a" + varint(len(head) + len(payload)) + head
+            if len(_HEADS) < 256:
+                _HEADS[key] = prefix
+        return prefix + payload
     head = dims_bytes(t.dims) + b"\x10" + varint(t.data_type)
-    payload: bytes
-    if t.data_type == DataType.BYTE:
-        payload = bytes(t.data)
-        head += b"\x2a" + varint(len(payload))
-    elif t.data_type == DataType.STRING:
+    if t.data_type == DataType.STRING:
         payload = b"".join([b"\x32" + varint(len(v)) + v for v in t.data])
     else:
         tag, packed = _packed(t)

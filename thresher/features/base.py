@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -27,21 +27,17 @@ TYPE_NAMES = {FLOAT: "FLOAT", INT32: "INT32", BYTE: "BYTE", STRING: "STRING", BO
               INT8: "INT8", UINT16: "UINT16", INT16: "INT16", INT64: "INT64", 12: "FLOAT16", DOUBLE: "DOUBLE"}
 
 
-@dataclass(frozen=True)
-class TensorData:
+class TensorData(NamedTuple):
     """One Caffe2 ``TensorProto`` as plain values, between a feature and the codec.
 
     ``data`` is ``bytes`` for BYTE, a list of ``bytes`` for STRING and a numpy array otherwise
     (float32 for FLOAT, float64 for DOUBLE, int64 for INT64 and for the types Caffe2 keeps in
-    ``int32_data``).
+    ``int32_data``). A named tuple: one is built per field per record.
     """
 
     data_type: int
     dims: tuple[int, ...]
     data: Any
-
-    def count(self) -> int:
-        return len(self.data)
 
 
 def type_name(data_type: int) -> str:
@@ -131,10 +127,10 @@ class Feature:
 
     def expect_count(self, tensor: TensorData) -> None:
         """CorruptShardError unless the tensor holds as many values as its dims say (empty dims: one)."""
-        if tensor.count() != math.prod(tensor.dims):
+        if len(tensor.data) != math.prod(tensor.dims):
             raise CorruptShardError(
                 f"field {self.name!r}: dims {list(tensor.dims)} need {math.prod(tensor.dims)} values, "
-                f"the tensor holds {tensor.count()}")
+                f"the tensor holds {len(tensor.data)}")
 
     # ------------------------------------------------------------------ HDF5
 

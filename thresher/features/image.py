@@ -138,7 +138,7 @@ class Image(Encodable):
         img = self.pixels(value)
         if needs_swap(channel_order, img.shape[2]):
             img = swap_rb(img)
-        return TensorData(BYTE, tuple(img.shape), np.ascontiguousarray(img).tobytes())
+        return TensorData(BYTE, img.shape, img.tobytes())  # tobytes() is C order whatever the strides
 
     def from_tensor(self, tensor: TensorData, channel_order: str) -> Any:
         if self.is_encoded:
