@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thresher.errors import MalformedDataError
+from thresher.features import Audio, Integer, Schema, Text
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
-from thresher.schema import Field, Schema
 from thresher.sources.archive import Limits
 from thresher.sources.members import Listing, members_in_order
 
@@ -80,10 +80,10 @@ class An4(Recipe):
         Split("test", 130, "an4/etc/an4_test.fileids (wav/an4test_clstk)"),
     )
     schema = Schema((
-        Field("audio", "audio", description="mono int16 PCM"),
-        Field("sample_rate", "int", minimum=SAMPLE_RATE, maximum=SAMPLE_RATE, description="Hz"),
-        Field("transcript", "str", description="the words, without <s> and </s>"),
-        Field("speaker", "str", description="speaker id, e.g. fash"),
+        Audio("audio", description="mono int16 PCM"),
+        Integer("sample_rate", minimum=SAMPLE_RATE, maximum=SAMPLE_RATE, description="Hz"),
+        Text("transcript", description="the words, without <s> and </s>"),
+        Text("speaker", description="speaker id, e.g. fash"),
     ))
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:

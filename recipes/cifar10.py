@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from thresher.errors import MalformedDataError
+from thresher.features import Image, Integer, Schema
 from thresher.published import Contents
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
-from thresher.schema import Field, Schema
 from thresher.sources.members import members_in_order
 
 ARCHIVE = "cifar-10-binary.tar.gz"
@@ -59,8 +59,8 @@ class Cifar10(Recipe):
     )
     splits = (Split("train", 50000, "data_batch_1..5"), Split("test", 10000, "test_batch, 1,000 per class"))
     schema = Schema((
-        Field("image", "image", shape=(32, 32, 3), description="RGB"),
-        Field("label", "int", minimum=0, maximum=9, description="index into " + ", ".join(CLASSES)),
+        Image("image", shape=(32, 32, 3), description="RGB"),
+        Integer("label", minimum=0, maximum=9, description="index into " + ", ".join(CLASSES)),
     ))
     channel_order = "RGB"  # convert_cifar_data copies the R, G, B planes as they are
 

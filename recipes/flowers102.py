@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thresher.errors import MalformedDataError
+from thresher.features import Image, Integer, Schema
 from thresher.published import Contents, Count
 from thresher.recipe import WHERE, BadRecord, Miniature, Recipe, Record, Source, Split
-from thresher.schema import Field, Schema
 from thresher.sources.extent import Extent, head
 from thresher.sources.members import members_in_order
 
@@ -75,8 +75,8 @@ class Flowers102(Recipe):
         Split("test", 6149, "setid.mat tstid: the remaining images, at least 20 per class"),
     )
     schema = Schema((
-        Field("image", "image", encoding="jpeg", description="the published JPEG bytes, sizes vary"),
-        Field("label", "int", minimum=0, maximum=NUM_CLASSES - 1, dims=(1,),
+        Image("image", encoding="jpeg", description="the published JPEG bytes, sizes vary"),
+        Integer("label", minimum=0, maximum=NUM_CLASSES - 1, dims=(1,),
               description="imagelabels.mat label minus one"),
     ))
     channel_order = "BGR"  # photos, as convert_imageset writes them

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from thresher.errors import MalformedDataError
+from thresher.features import Image, Integer, Schema
 from thresher.published import Count, check_claim, limit
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
-from thresher.schema import Field, Schema
 from thresher.sources.archive import gzip_head, open_gzip
 
 if TYPE_CHECKING:
@@ -56,8 +56,8 @@ class Mnist(Recipe):
     )
     splits = (Split("train", 60000), Split("test", 10000))
     schema = Schema((
-        Field("image", "image", shape=(SIDE, SIDE, 1), description="grey pixels, 0 = background"),
-        Field("label", "int", dims=(), minimum=0, maximum=9, description="the digit"),
+        Image("image", shape=(SIDE, SIDE, 1), description="grey pixels, 0 = background"),
+        Integer("label", dims=(), minimum=0, maximum=9, description="the digit"),
     ))
     channel_order = "GRAY"
 

@@ -47,13 +47,21 @@ def assert_same_records(got: list[dict[str, Any]], want: list[dict[str, Any]], s
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert set(g) == set(schema.names), f"{where}[{i}]: fields {sorted(g)}"
         for name in schema.names:
-            a, b = g[name], w[name]
-            if isinstance(b, np.ndarray):
-                assert isinstance(a, np.ndarray), f"{where}[{i}].{name}: {type(a).__name__}"
-                assert a.dtype == b.dtype and a.shape == b.shape, f"{where}[{i}].{name}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
-                assert np.array_equal(a, b), f"{where}[{i}].{name}: values differ"
-            else:
-                assert type(a) is type(b) and a == b, f"{where}[{i}].{name}: {a!r:.60} != {b!r:.60}"
+            assert_same_value(g[name], w[name], f"{where}[{i}].{name}")
+
+
+def assert_same_value(a: Any, b: Any, where: str) -> None:
+    """Arrays equal in dtype, shape and values; dicts (boxes) and lists item by item; else equal and same type."""
+    if isinstance(b, dict):
+        assert isinstance(a, dict) and set(a) == set(b), f"{where}: {a!r:.60}"
+        for key in b:
+            assert_same_value(a[key], b[key], f"{where}.{key}")
+    elif isinstance(b, np.ndarray):
+        assert isinstance(a, np.ndarray), f"{where}: {type(a).__name__}"
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
+        assert np.array_equal(a, b), f"{where}: values differ"
+    else:
+        assert type(a) is type(b) and a == b, f"{where}: {a!r:.60} != {b!r:.60}"
 
 
 def recipe_supports(recipe: Recipe, codec: str | None) -> bool:

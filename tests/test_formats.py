@@ -124,7 +124,7 @@ def test_hdf5_variable_length_fields_are_readable_with_plain_h5py(tmp_path: Path
     with h5py.File(path, "r") as f:
         assert f["audio"][0].tolist() == [1, -2, 32767, -32768]
         assert f["transcript"][0].decode() == "ZERO ÉTÉ"
-        assert f["data"][1].tobytes() == b"\xff\xd8\xff\xd9"
+        assert f["photo"][1].tobytes() == b"\xff\xd8\xff\xd9"
         assert f["sample_rate"][...].tolist() == [16000, 8000]
     back = [payload for _, payload in read_all("hdf5", path, schema=schema)]
     for got, want in zip(back, records, strict=True):

@@ -38,6 +38,7 @@ from thresher.convert import (
 from thresher.distributed import connect, convert_split_on_cluster
 from thresher.errors import ThresherError, UnsupportedCodecError
 from thresher.executors import OrderedPool
+from thresher.features import Image
 from thresher.fetch.checksums import read_stamp
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
@@ -186,10 +187,10 @@ def choose_codec(recipe: Recipe, storage: StorageFormat, schema: Schema, codec: 
 
 def pixel_order(recipe: Recipe, schema: Schema, options: ConvertOptions) -> str:
     """Channel order of stored raw pixels: the Caffe tool's for this data unless asked otherwise."""
-    images = schema.of_kind("image")
+    images = [f for f in schema if type(f) is Image]  # colour photos; label maps have no channel order
     if not images:
         return "NONE"
-    if images[0].shape is not None and images[0].shape[2] == 1:
+    if all(f.shape is not None and f.shape[2] == 1 for f in images):
         return "GRAY"
     return options.channel_order or recipe.channel_order
 

@@ -22,7 +22,6 @@ from thresher.formats.damage import damaged
 from thresher.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from thresher.schema import Schema
 from thresher.tiling import split_problems
-from thresher.transforms import decode_audio, decode_image
 
 
 def open(path: str | Path, split: str | None = None, *, decode: bool = True) -> Dataset:  # noqa: A001
@@ -80,7 +79,7 @@ class Dataset:
         self._starts = list(np.cumsum([0] + [s.records for s in entry.shards[:-1]])) if entry.shards else []
         self._length = entry.records
         self._codec = get_codec(manifest.codec) if manifest.codec else None
-        self._encoded = [f for f in self.schema if f.is_encoded]
+        self._encoded = [f for f in self.schema if f.needs_decoding]
 
     def __len__(self) -> int:
         return self._length
@@ -162,15 +161,15 @@ class Dataset:
 
     def _decoded(self, record: dict[str, Any]) -> dict[str, Any]:
         for f in self._encoded:
-            if f.kind == "image":
-                record[f.name] = decode_image(record[f.name], f.shape[2] if f.shape else 3)
-            elif f.kind == "audio":
-                record[f.name] = decode_audio(record[f.name])
+            record[f.name] = f.decoded(record[f.name])
         return record
 
     def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                 drop_last: bool = False) -> Iterator[dict[str, Any]]:
-        """Dicts of stacked arrays (lists where records differ in shape, and for text).
+        """Dicts of columns: fixed-shape fields as stacked arrays (ints as int64), variable-length
+        fields as lists, never padded: text, bytes, boxes (a dict of arrays per record),
+        sequences and tensors whose first dimension varies always; images and masks of
+        differing sizes in batches where their shapes differ.
 
         Records are read and decoded a batch at a time (whole columns where the layout allows),
         which is what makes this much faster than indexing record by record.
@@ -201,7 +200,7 @@ class Dataset:
     def take(self, indices: Any) -> dict[str, Any]:
         """The records at ``indices`` (in that order) as a dict of columns."""
         if self._codec is None:
-            return collate([self[int(i)] for i in indices])
+            return self._decoded_columns(collate([self[int(i)] for i in indices]), decoded=True)
         places = [(n := bisect.bisect_right(self._starts, index) - 1, int(index - self._starts[n])) for index in indices]
         for shard_no in {shard_no for shard_no, _ in places}:
             self.shard(shard_no)
@@ -224,13 +223,19 @@ class Dataset:
             raise damaged(shard.path, f"records {start}..{stop - 1}: {exc}") from exc
         return self._decoded_columns(dict(columns))
 
-    def _decoded_columns(self, columns: dict[str, Any]) -> dict[str, Any]:
+    def _decoded_columns(self, columns: dict[str, Any], decoded: bool = False) -> dict[str, Any]:
+        """Columns as :meth:`batches` hands them out; ``decoded`` when the values already are."""
         for f in self.schema:
             column = columns[f.name]
-            if f.is_encoded and self.decode:
-                decoded = [self._decoded({f.name: v})[f.name] for v in column]
-                columns[f.name] = _stack_if_same(decoded)
-            elif f.kind in ("str",) or (f.is_encoded and not self.decode):
+            if f.listed:
+                values = list(column)
+                undecoded = self.decode and f.needs_decoding and not decoded
+                columns[f.name] = [f.decoded(v) for v in values] if undecoded else values
+            elif decoded:
+                continue
+            elif f.needs_decoding and self.decode:
+                columns[f.name] = _stack_if_same([f.decoded(v) for v in column])
+            elif f.needs_decoding:
                 columns[f.name] = list(column)
             elif isinstance(column, np.ndarray) and column.dtype == object:
                 columns[f.name] = _stack_if_same(list(column))

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from thresher.errors import MalformedDataError
 from thresher.published import Contents, Count
-from thresher.schema import Schema
+from thresher.schema import Schema, classic_pair
 
 Record = dict[str, Any]
 # Optional record key naming where a record came from (e.g. "102flowers.tgz:jpg/image_00042.jpg"),
@@ -252,8 +252,7 @@ class Recipe:
     @property
     def default_codec(self) -> str:
         """``datum`` where a record is one image and one integer label, ``tensorprotos`` otherwise."""
-        kinds = sorted(f.kind for f in self.schema)
-        return "datum" if kinds == ["image", "int"] else "tensorprotos"
+        return "datum" if classic_pair(self.schema) is not None else "tensorprotos"
 
 
 def _importable(module: str) -> bool:

@@ -1,4 +1,8 @@
-"""``thresher show``: a contact sheet of images with their labels, or waveform strips for audio."""
+"""``thresher show``: a contact sheet of images with their labels, or waveform strips for audio.
+
+Each field's feature decides how it appears: masks and boxes draw themselves on the photo,
+labels caption it by class name, tensors by their values or shape.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image as PILImage
+from PIL import ImageDraw
 
+from thresher.features import Feature, Image, Mask
 from thresher.reader import Dataset
 
 CELL = 96
@@ -20,11 +26,14 @@ def contact_sheet(dataset: Dataset, output: Path, *, count: int = 32, columns: i
     if count == 0:
         raise ValueError(f"{dataset!r} holds no records to show")
     records = [dataset[i] for i in range(count)]
-    images = dataset.schema.of_kind("image")
-    audio = dataset.schema.of_kind("audio")
-    caption = _caption_fields(dataset)
-    if images:
-        sheet = _image_sheet(records, images[0].name, caption, columns)
+    schema = dataset.schema
+    pictures = [f for f in schema if isinstance(f, Image | Mask)]
+    audio = schema.of_kind("audio")
+    caption = [f for f in schema if f.caption(records[0][f.name]) is not None]
+    if pictures:
+        photo = next((f for f in pictures if isinstance(f, Image)), pictures[0])
+        drawn = [f for f in schema if f is not photo and type(f).draw is not Feature.draw]
+        sheet = _image_sheet(records, photo, drawn, caption, columns)
     elif audio:
         sheet = _waveform_sheet(records, audio[0].name, caption)
     else:
@@ -34,34 +43,43 @@ def contact_sheet(dataset: Dataset, output: Path, *, count: int = 32, columns: i
     return output
 
 
-def _caption_fields(dataset: Dataset) -> list[str]:
-    return [f.name for f in dataset.schema if f.kind in ("int", "str")]
+def _caption(record: dict[str, Any], fields: list[Feature]) -> str:
+    return " ".join(str(f.caption(record[f.name])) for f in fields)[:60]
 
 
-def _caption(record: dict[str, Any], fields: list[str]) -> str:
-    return " ".join(str(record[name]) for name in fields)[:60]
+def _picture(record: dict[str, Any], photo: Feature, drawn: list[Feature]) -> PILImage.Image:
+    """The record's photo (or label map) in RGB at its own size, with masks and boxes drawn on it."""
+    pixels = np.asarray(record[photo.name])
+    if pixels.ndim == 2:  # a label map alone: its classes on black
+        img = photo.draw(PILImage.new("RGB", pixels.shape[::-1]), pixels)
+    else:
+        img = PILImage.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).convert("RGB")
+    for f in drawn:
+        img = f.draw(img, record[f.name])
+    return img
 
 
-def _image_sheet(records: list[dict[str, Any]], field: str, caption: list[str], columns: int) -> Image.Image:
+def _image_sheet(records: list[dict[str, Any]], photo: Feature, drawn: list[Feature], caption: list[Feature],
+                 columns: int) -> PILImage.Image:
     rows = (len(records) + columns - 1) // columns
-    sheet = Image.new("RGB", (columns * CELL, rows * (CELL + LABEL_HEIGHT)), "white")
+    sheet = PILImage.new("RGB", (columns * CELL, rows * (CELL + LABEL_HEIGHT)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, record in enumerate(records):
-        pixels = np.asarray(record[field])
-        img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).convert("RGB")
-        img.thumbnail((CELL, CELL), Image.Resampling.NEAREST if max(img.size) < CELL else Image.Resampling.BILINEAR)
+        img = _picture(record, photo, drawn)
+        small = max(img.size) < CELL
+        img.thumbnail((CELL, CELL), PILImage.Resampling.NEAREST if small else PILImage.Resampling.BILINEAR)
         if max(img.size) < CELL:
             scale = CELL // max(img.size)
-            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+            img = img.resize((img.width * scale, img.height * scale), PILImage.Resampling.NEAREST)
         x, y = (i % columns) * CELL, (i // columns) * (CELL + LABEL_HEIGHT)
         sheet.paste(img, (x + (CELL - img.width) // 2, y + (CELL - img.height) // 2))
         draw.text((x + 2, y + CELL), _caption(record, caption), fill="black")
     return sheet
 
 
-def _waveform_sheet(records: list[dict[str, Any]], field: str, caption: list[str]) -> Image.Image:
+def _waveform_sheet(records: list[dict[str, Any]], field: str, caption: list[Feature]) -> PILImage.Image:
     width, height = STRIP
-    sheet = Image.new("RGB", (width, len(records) * (height + LABEL_HEIGHT)), "white")
+    sheet = PILImage.new("RGB", (width, len(records) * (height + LABEL_HEIGHT)), "white")
     draw = ImageDraw.Draw(sheet)
     for i, record in enumerate(records):
         samples = np.asarray(record[field], dtype=np.float32)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thresher.errors import ThresherError
+from thresher.features import Feature, Schema
 from thresher.formats import get_format
 from thresher.hashing import hash_file
 from thresher.manifest import MANIFEST_NAME, Manifest
@@ -118,21 +119,17 @@ def inspect_text(path: str | Path, *, first: int = 3) -> str:
         dataset = Dataset(manifest, split, decode=True)
         try:  # a damaged shard stops here with a CorruptShardError that says what to do
             for i in range(min(first, len(dataset))):
-                lines.append(f"  [{i}] " + describe_record(dataset[i]))
+                lines.append(f"  [{i}] " + describe_record(dataset[i], manifest.schema))
         finally:
             dataset.close()
     return "\n".join(lines)
 
 
-def describe_record(record: dict) -> str:
-    import numpy as np
-
+def describe_record(record: dict, schema: Schema | None = None) -> str:
+    """One line per record: each field as its feature summarises it (class names, box labels,
+    tensor ranges), or by its Python type when no schema is given."""
     parts = []
     for name, value in record.items():
-        if isinstance(value, np.ndarray):
-            parts.append(f"{name}={value.dtype}{list(value.shape)}")
-        elif isinstance(value, bytes):
-            parts.append(f"{name}=<{len(value)} bytes>")
-        else:
-            parts.append(f"{name}={value!r}")
+        feature = schema[name] if schema is not None and name in schema else Feature(name)
+        parts.append(f"{name}={feature.summary(value)}")
     return " ".join(parts)

@@ -7,17 +7,16 @@ negative) and read back from the low 32 bits.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from thresher.errors import UnsupportedCodecError
-from thresher.schema import Field, Schema
+from thresher.features import Schema
+from thresher.features.channels import CHANNEL_ORDERS, interleave, needs_swap, swap_rb, swapped_order
+from thresher.features.integer import INT32_MAX, INT32_MIN
 
-CHANNEL_ORDERS: tuple[str, ...] = ("RGB", "BGR", "GRAY")
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+__all__ = ["CHANNEL_ORDERS", "interleave", "needs_swap", "swap_rb", "swapped_order"]
 _U64 = 1 << 64
 
 
@@ -109,85 +108,6 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint longer than 10 bytes")
 
 
-def checked_int32(value: Any, field: Field) -> int:
-    """``value`` as a Python int that fits int32, else UnsupportedCodecError (it would be truncated)."""
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"field {field.name!r}: expected an int, got {type(value).__name__}") from None
-    if not INT32_MIN <= v <= INT32_MAX:
-        raise UnsupportedCodecError(f"field {field.name!r}: value {v} does not fit the int32 the format stores")
-    return v
-
-
-def check_int32_bounds(field: Field, codec: str) -> None:
-    """Refuse an int field whose declared range cannot be stored as int32."""
-    for bound in (field.minimum, field.maximum):
-        if bound is not None and not INT32_MIN <= bound <= INT32_MAX:
-            raise UnsupportedCodecError(
-                f"{codec} stores integers as int32; field {field.name!r} may hold {bound}, which does not fit"
-            )
-
-
-# --------------------------------------------------------------------------- channel order
-
-
-def needs_swap(channel_order: str, channels: int) -> bool:
-    """Whether RGB pixels must be swapped to BGR (and back) for this channel order."""
-    if channel_order not in CHANNEL_ORDERS:
-        raise ValueError(f"unknown channel order {channel_order!r}; expected one of {', '.join(CHANNEL_ORDERS)}")
-    if channel_order == "GRAY" and channels != 1:
-        raise ValueError(f"channel order GRAY needs 1-channel images, got {channels} channels")
-    return channel_order == "BGR" and channels >= 3
-
-
-def swapped_order(channels: int) -> list[int]:
-    """Channel indexes of swap_rb: R and B exchanged, alpha and beyond in place."""
-    return [2, 1, 0, *range(3, channels)] if channels >= 3 else list(range(channels))
-
-
-def interleave(planar: np.ndarray, order: Sequence[int]) -> np.ndarray:
-    """(N, C, H, W) -> a new (N, H, W, C) whose channel i is ``planar``'s channel ``order[i]``.
-
-    Copied one channel at a time: numpy's copy of the whole transposed view moves one byte
-    per step with the channel axis innermost, which is several times slower.
-    """
-    n, c, h, w = planar.shape
-    out = np.empty((n, h, w, c), dtype=planar.dtype)
-    for i, source in enumerate(order):
-        out[..., i] = planar[:, source]
-    return out
-
-
-def swap_rb(hwc: np.ndarray) -> np.ndarray:
-    """RGB(A) <-> BGR(A) on the last axis (a view for 3 channels)."""
-    if hwc.shape[-1] == 3:
-        return hwc[..., ::-1]
-    order = [2, 1, 0, *range(3, hwc.shape[-1])]
-    return hwc[..., order]
-
-
-def check_image(value: Any, field: Field) -> np.ndarray:
-    """A raw image value must be uint8 (H, W, C) and match the schema's fixed shape if any."""
-    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 3:
-        got = f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
-        raise ValueError(f"field {field.name!r}: raw image must be a uint8 (H, W, C) array, got {got}")
-    shape = field.shape
-    if shape is not None and value.shape != shape and value.shape != tuple(shape):
-        raise ValueError(f"field {field.name!r}: image shape {value.shape} differs from the schema's {field.shape}")
-    if value.size == 0:
-        raise ValueError(f"field {field.name!r}: image of shape {value.shape} has no pixels")
-    return value
-
-
-def as_bytes(value: Any, field: Field) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    raise ValueError(f"field {field.name!r}: encoded {field.encoding} value must be bytes, got {type(value).__name__}")
-
-
 # --------------------------------------------------------------------------- batches
 
 
@@ -265,26 +185,12 @@ def split_fixed(
     return payload, labels, np.sort(np.concatenate(bad))
 
 
-def stack_column(items: list[Any], field: Field) -> np.ndarray:
-    """One batch column: ints -> int64, equal-shape arrays -> stacked, anything else -> object array."""
-    if field.kind == "int":
-        return np.array(items, dtype=np.int64)
-    if items and all(isinstance(x, np.ndarray) for x in items):
-        first = items[0]
-        if all(x.shape == first.shape and x.dtype == first.dtype for x in items):
-            return np.stack(items)
-    column = np.empty(len(items), dtype=object)
-    for i, x in enumerate(items):
-        column[i] = x
-    return column
-
-
 def decode_each(
     values: Sequence[bytes], schema: Schema, decode: Callable[[bytes], dict]
 ) -> dict[str, np.ndarray]:
     """The slow batch path: decode one record at a time and stack each column."""
     records = [decode(v) for v in values]
-    return {f.name: stack_column([r[f.name] for r in records], f) for f in schema}
+    return {f.name: f.batch_column([r[f.name] for r in records]) for f in schema}
 
 
 class PlannedCodec:

@@ -24,9 +24,6 @@ from google.protobuf.message import DecodeError
 from thresher.codecs.base import (
     BatchLayout,
     PlannedCodec,
-    check_image,
-    check_int32_bounds,
-    checked_int32,
     interleave,
     needs_swap,
     read_varint,
@@ -36,11 +33,11 @@ from thresher.codecs.base import (
     varint,
     varint_columns,
 )
-from thresher.codecs.base import as_bytes as _as_bytes
 from thresher.codecs.base import decode_each as _decode_each
 from thresher.codecs.messages import Datum
 from thresher.errors import CorruptShardError, UnsupportedCodecError
-from thresher.schema import Field, Schema
+from thresher.features import Image, Integer, Schema, classic_pair
+from thresher.features.pictures import encoded_bytes
 
 _CACHE_LIMIT = 1 << 16
 _RAW_SUFFIX = b"\x38\x00"
@@ -59,8 +56,10 @@ class _Plan:
     def __init__(self, schema: Schema, channel_order: str) -> None:
         DatumCodec.check(schema)
         self.channel_order = channel_order
-        self.image: Field = schema.of_kind("image")[0]
-        self.label: Field = schema.of_kind("int")[0]
+        pair = classic_pair(schema)
+        assert pair is not None  # check() refused anything else
+        self.image: Image = pair[0]
+        self.label: Integer = pair[1]
         self.raw = not self.image.is_encoded
         self.suffix = _RAW_SUFFIX if self.raw else _ENCODED_SUFFIX
         self.shape: tuple[int, int, int] | None = None
@@ -87,7 +86,7 @@ class _Plan:
         except TypeError:  # unhashable: let checked_int32 say what is wrong
             tail = None
         if tail is None:
-            value = checked_int32(label, self.label)
+            value = self.label.int32(label)
             tail = b"\x28" + varint(value) + self.suffix
             if len(self.tails) < _CACHE_LIMIT:
                 self.tails[value] = tail
@@ -110,10 +109,12 @@ class DatumCodec(PlannedCodec):
     @staticmethod
     def check(schema: Schema, dataset: str | None = None) -> None:
         """Refuse a schema that is not exactly one image field and one int field (the label)."""
-        images, ints = schema.of_kind("image"), schema.of_kind("int")
-        if len(images) == 1 and len(ints) == 1 and len(schema) == 2:
-            check_int32_bounds(ints[0], "datum")
+        pair = classic_pair(schema)
+        if pair is not None:
+            pair[1].check_int32_bounds("datum")
             return
+        images = [f for f in schema if type(f) is Image]
+        ints = [f for f in schema if isinstance(f, Integer) and f.scalar]
         keep = {images[0].name} if len(images) == 1 else set()
         if len(ints) == 1 and images:
             keep.add(ints[0].name)
@@ -140,9 +141,9 @@ class DatumCodec(PlannedCodec):
         tail = plan.tail(record[plan.label.name])
         value = record[plan.image.name]
         if not plan.raw:
-            data = _as_bytes(value, plan.image)
+            data = encoded_bytes(value, plan.image.name, plan.image.encoding)
             return b"".join((b"\x22", varint(len(data)), data, tail))
-        img = check_image(value, plan.image)
+        img = plan.image.pixels(value)
         c = img.shape[2]
         if needs_swap(channel_order, c):
             img = swap_rb(img)
@@ -155,15 +156,15 @@ class DatumCodec(PlannedCodec):
         datum = Datum()
         value = record[plan.image.name]
         if plan.raw:
-            img = check_image(value, plan.image)
+            img = plan.image.pixels(value)
             h, w, c = img.shape
             if needs_swap(channel_order, c):
                 img = swap_rb(img)
             datum.channels, datum.height, datum.width = c, h, w
             datum.data = np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes()
         else:
-            datum.data = _as_bytes(value, plan.image)
-        datum.label = checked_int32(record[plan.label.name], plan.label)
+            datum.data = encoded_bytes(value, plan.image.name, plan.image.encoding)
+        datum.label = plan.label.int32(record[plan.label.name])
         datum.encoded = not plan.raw
         return datum.SerializeToString()
 

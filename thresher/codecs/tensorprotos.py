@@ -1,18 +1,11 @@
 """Caffe2 ``TensorProtos`` codec: one ``TensorProto`` per schema field, in schema order (``caffe2.proto``).
 
-Each proto sets ``data_type`` explicitly (its default is FLOAT, which every reader would misread) and
-no ``name``, like the Caffe2 converters:
-
-- raw image: ``BYTE``, dims ``[H, W, C]``, interleaved HWC ``byte_data`` in the stored channel order
-  (``make_cifar_db`` / ``make_image_db --raw``);
-- encoded image, encoded audio, str: ``STRING``, dims ``[1]``, one ``string_data`` entry;
-- int: ``INT32``, dims ``field.dims`` (``[1]`` like ``make_cifar_db``, none like ``make_mnist_db``);
-- raw audio: ``INT16``, dims ``[N]``, samples in packed ``int32_data``.
-
-Raw audio follows Caffe2 exactly: ``TensorDeserializer`` reads INT16 only from ``int32_data``, so
-that is where the samples go, which keeps the value readable by ``TensorProtosDBInput``. The price
-is size: int32 varints take 1-3 bytes for a non-negative sample and 10 for a negative one, about 6
-bytes per sample for speech against 2 for PCM. Use ``flac`` encoding when size matters.
+Each feature says which tensor holds its value (:meth:`Feature.to_tensor`: data type, dims,
+data); this module writes that tensor. Each proto sets ``data_type`` explicitly (its default is
+FLOAT, which every reader would misread) and no ``name``, like the Caffe2 converters. Data goes
+where Caffe2's ``TensorDeserializer`` reads it: ``float_data`` for FLOAT, ``double_data`` for
+DOUBLE, ``int64_data`` for INT64, ``byte_data`` for BYTE, ``string_data`` for STRING and packed
+``int32_data`` for INT32, BOOL, UINT8, INT8, UINT16 and INT16.
 
 The protobuf path (``encode_reference``/``decode_reference``) defines the bytes; ``encode`` writes
 the same bytes by hand, and ``decode``/``decode_batch`` slice the hot image+label layout directly.
@@ -30,10 +23,6 @@ from google.protobuf.message import DecodeError
 from thresher.codecs.base import (
     BatchLayout,
     PlannedCodec,
-    as_bytes,
-    check_image,
-    check_int32_bounds,
-    checked_int32,
     decode_each,
     needs_swap,
     split_fixed,
@@ -43,7 +32,8 @@ from thresher.codecs.base import (
 )
 from thresher.codecs.messages import DataType, TensorProtos
 from thresher.errors import CorruptShardError, UnsupportedCodecError
-from thresher.schema import Field, Schema
+from thresher.features import Feature, Image, Integer, Schema, TensorData
+from thresher.features.channels import from_stored
 
 _CACHE_LIMIT = 1 << 16
 _INT_TYPE = b"\x10\x02\x22"  # data_type=INT32, then the packed int32_data tag
@@ -103,11 +93,70 @@ def unpack_varints(data: bytes) -> np.ndarray:
     return values.view(np.int64)
 
 
-def _type_name(value: int) -> str:
-    try:
-        return DataType(value).name
-    except ValueError:
-        return f"data_type {value}"
+_HEADS: dict[tuple[int, tuple[int, ...], int], bytes] = {}  # (BYTE, dims, size) -> bytes before the payload
+
+
+def tensor_entry(t: TensorData) -> bytes:
+    """One ``protos`` entry holding ``t``, fields in protobuf's ascending field-number order."""
+    if t.data_type == DataType.BYTE:  # raw pixels: the same few shapes again and again
+        payload = t.data if type(t.data) is bytes else bytes(t.data)
+        key = (t.data_type, t.dims, len(payload))
+        prefix = _HEADS.get(key)
+        if prefix is None:
+            head = dims_bytes(t.dims) + b"\x10\x03\x2a" + varint(len(payload))
+            prefix = b"\x0a" + varint(len(head) + len(payload)) + head
+            if len(_HEADS) < 256:
+                _HEADS[key] = prefix
+        return prefix + payload
+    head = dims_bytes(t.dims) + b"\x10" + varint(t.data_type)
+    if t.data_type == DataType.STRING:
+        payload = b"".join([b"\x32" + varint(len(v)) + v for v in t.data])
+    else:
+        tag, packed = _packed(t)
+        payload = tag + varint(len(packed)) + packed if packed else b""
+    return b"".join((b"\x0a", varint(len(head) + len(payload)), head, payload))
+
+
+def _packed(t: TensorData) -> tuple[bytes, bytes]:
+    """(tag, packed bytes) of a numeric tensor's repeated field."""
+    if t.data_type == DataType.FLOAT:
+        return b"\x1a", np.asarray(t.data, "<f4").tobytes()
+    if t.data_type == DataType.DOUBLE:
+        return b"\x4a", np.asarray(t.data, "<f8").tobytes()
+    values = np.asarray(t.data, np.int64)
+    return (b"\x52" if t.data_type == DataType.INT64 else b"\x22"), pack_varints(values) if len(values) else b""
+
+
+def fill_proto(proto: Any, t: TensorData) -> None:
+    """Set a protobuf ``TensorProto`` from ``t`` (the reference the hand-written bytes must equal)."""
+    proto.dims.extend(t.dims)
+    proto.data_type = t.data_type
+    if t.data_type == DataType.BYTE:
+        proto.byte_data = bytes(t.data)
+    elif t.data_type == DataType.STRING:
+        proto.string_data.extend(t.data)
+    else:
+        target = {DataType.FLOAT: proto.float_data, DataType.DOUBLE: proto.double_data,
+                  DataType.INT64: proto.int64_data}.get(t.data_type, proto.int32_data)
+        target.extend(np.asarray(t.data).tolist())
+
+
+def tensor_data(proto: Any) -> TensorData:
+    """A parsed ``TensorProto`` as plain values, taking the field its data type uses."""
+    dt = proto.data_type
+    if dt == DataType.BYTE:
+        data: Any = proto.byte_data
+    elif dt == DataType.STRING:
+        data = list(proto.string_data)
+    elif dt == DataType.FLOAT:
+        data = np.array(proto.float_data, np.float32)
+    elif dt == DataType.DOUBLE:
+        data = np.array(proto.double_data, np.float64)
+    elif dt == DataType.INT64:
+        data = np.array(proto.int64_data, np.int64)
+    else:
+        data = np.fromiter(proto.int32_data, np.int64, len(proto.int32_data))
+    return TensorData(dt, tuple(proto.dims), data)
 
 
 class _Plan:
@@ -120,20 +169,21 @@ class _Plan:
         self.encoders: list[Callable[[Any], bytes]] = [self._encoder(f) for f in schema]
         self.headers: dict[tuple[int, ...], bytes] = {}
         # The hot layout: a fixed-shape raw image followed by an int label.
-        self.image: Field | None = None
-        self.label: Field | None = None
+        self.image: Image | None = None
+        self.label: Integer | None = None
         self.labels: dict[bytes, int] = {}  # canonical label entry -> label (filled by decode)
         f = schema.fields
         if (
             len(f) == 2
-            and f[0].kind == "image"
+            and type(f[0]) is Image
             and not f[0].is_encoded
             and f[0].shape is not None
             and len(f[0].shape) == 3
-            and f[1].kind == "int"
+            and isinstance(f[1], Integer)
+            and f[1].scalar
         ):
             needs_swap(channel_order, f[0].shape[2])
-            self.image, self.label = f
+            self.image, self.label = f[0], f[1]
             self.shape: tuple[int, ...] = tuple(f[0].shape)
             self.head = self.header(self.shape)
             self.int_head = dims_bytes(f[1].dims) + _INT_TYPE
@@ -146,49 +196,24 @@ class _Plan:
                 self.headers[shape] = head
         return head
 
-    def _encoder(self, field: Field) -> Callable[[Any], bytes]:
+    def _encoder(self, field: Feature) -> Callable[[Any], bytes]:
         order = self.channel_order
-        if field.kind == "image" and not field.is_encoded:
+        if not getattr(field, "cacheable", False):
+            return lambda value: tensor_entry(field.to_tensor(value, order))
+        cache: dict[Any, bytes] = {}
 
-            def encode_image(value: Any) -> bytes:
-                img = check_image(value, field)
-                if needs_swap(order, img.shape[2]):
-                    img = swap_rb(img)
-                return self.header(img.shape) + img.tobytes()
+        def encode_cached(value: Any) -> bytes:  # labels repeat: build each entry once
+            try:
+                entry = cache.get(value)
+            except TypeError:
+                entry = None
+            if entry is None:
+                entry = tensor_entry(field.to_tensor(value, order))
+                if len(cache) < _CACHE_LIMIT:
+                    cache[value] = entry
+            return entry
 
-            return encode_image
-        if field.kind == "audio" and not field.is_encoded:
-
-            def encode_audio(value: Any) -> bytes:
-                samples = _check_audio(value, field)
-                body = b"\x08" + varint(len(samples)) + b"\x10\x09"
-                if len(samples) == 0:
-                    return _part(body)
-                packed = pack_varints(samples)
-                return _part(body + b"\x22" + varint(len(packed)), packed)
-
-            return encode_audio
-        if field.kind == "int":
-            cache: dict[Any, bytes] = {}
-            head = dims_bytes(field.dims) + _INT_TYPE
-
-            def encode_int(value: Any) -> bytes:
-                try:
-                    entry = cache.get(value)
-                except TypeError:
-                    entry = None
-                if entry is None:
-                    v = checked_int32(value, field)
-                    vb = varint(v)
-                    entry = _part(head + varint(len(vb)), vb)
-                    if len(cache) < _CACHE_LIMIT:
-                        cache[v] = entry
-                return entry
-
-            return encode_int
-        if field.kind == "str":
-            return lambda value: string_entry(_check_str(value, field).encode("utf-8"))
-        return lambda value: string_entry(as_bytes(value, field))
+        return encode_cached
 
     def label_entry(self, label: int) -> bytes:
         vb = varint(label)
@@ -208,16 +233,12 @@ class TensorProtosCodec(PlannedCodec):
 
     @staticmethod
     def check(schema: Schema, dataset: str | None = None) -> None:
-        """Every kind fits; refuse only an empty schema, non-scalar int dims and ints beyond int32."""
+        """Refuse an empty schema and any field whose values a TensorProto cannot hold."""
         who = dataset or "this dataset"
         if not len(schema):
             raise UnsupportedCodecError(f"tensorprotos needs at least one field; {who} has none")
-        for f in schema.of_kind("int"):
-            if math.prod(f.dims) != 1:
-                raise UnsupportedCodecError(
-                    f"field {f.name!r} holds one int but its dims {f.dims} describe {math.prod(f.dims)} values"
-                )
-            check_int32_bounds(f, "tensorprotos")
+        for f in schema:
+            f.check_tensorprotos()
 
     def _plan(self, schema: Schema, channel_order: str) -> _Plan:
         return self._plans.get(schema, channel_order)
@@ -236,29 +257,7 @@ class TensorProtosCodec(PlannedCodec):
         self._plan(schema, channel_order)  # validates schema and channel order
         protos = TensorProtos()
         for field in schema:
-            t = protos.protos.add()
-            value = record[field.name]
-            if field.kind == "image" and not field.is_encoded:
-                img = check_image(value, field)
-                if needs_swap(channel_order, img.shape[2]):
-                    img = swap_rb(img)
-                t.dims.extend(img.shape)
-                t.data_type = DataType.BYTE
-                t.byte_data = np.ascontiguousarray(img).tobytes()
-            elif field.kind == "audio" and not field.is_encoded:
-                samples = _check_audio(value, field)
-                t.dims.append(len(samples))
-                t.data_type = DataType.INT16
-                t.int32_data.extend(samples.tolist())
-            elif field.kind == "int":
-                t.dims.extend(field.dims)
-                t.data_type = DataType.INT32
-                t.int32_data.append(checked_int32(value, field))
-            else:
-                data = _check_str(value, field).encode("utf-8") if field.kind == "str" else as_bytes(value, field)
-                t.dims.append(1)
-                t.data_type = DataType.STRING
-                t.string_data.append(data)
+            fill_proto(protos.protos.add(), field.to_tensor(record[field.name], channel_order))
         return protos.SerializeToString()
 
     # ------------------------------------------------------------------ decode
@@ -276,7 +275,7 @@ class TensorProtosCodec(PlannedCodec):
             label = plan.labels.get(tail)
             if label is not None:
                 img = np.frombuffer(value, np.uint8, n, len(plan.head)).reshape(h, w, c)
-                return {plan.image.name: _from_stored(img, channel_order), plan.label.name: label}
+                return {plan.image.name: from_stored(img, channel_order), plan.label.name: label}
             record = self.decode_reference(value, schema, channel_order)
             if len(plan.labels) < _CACHE_LIMIT:  # the entry encode writes for this label means this label
                 label = record[plan.label.name]
@@ -295,7 +294,7 @@ class TensorProtosCodec(PlannedCodec):
             raise CorruptShardError(
                 f"value holds {len(protos)} tensors but the schema has {len(schema)} ({', '.join(schema.names)})"
             )
-        return {f.name: _decode_tensor(t, f, channel_order) for f, t in zip(schema, protos, strict=True)}
+        return {f.name: f.from_tensor(tensor_data(t), channel_order) for f, t in zip(schema, protos, strict=True)}
 
     def decode_batch(self, values: Sequence[bytes], schema: Schema, channel_order: str) -> dict[str, np.ndarray]:
         """Decode many values into columns: images (N, H, W, C) uint8 and labels (N,) int64.
@@ -336,80 +335,3 @@ def _tail_parser(int_head: bytes) -> Callable[[np.ndarray], tuple[np.ndarray, np
         return labels, ok
 
     return parse
-
-
-def _check_audio(value: Any, field: Field) -> np.ndarray:
-    if not isinstance(value, np.ndarray) or value.dtype != np.int16 or value.ndim != 1:
-        got = f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
-        raise ValueError(f"field {field.name!r}: raw audio must be an int16 (N,) array, got {got}")
-    return value
-
-
-def _check_str(value: Any, field: Field) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"field {field.name!r}: expected str, got {type(value).__name__}")
-    return value
-
-
-def _from_stored(hwc: np.ndarray, channel_order: str) -> np.ndarray:
-    """Stored HWC pixels -> a fresh RGB array."""
-    if needs_swap(channel_order, hwc.shape[2]):
-        return np.ascontiguousarray(swap_rb(hwc))
-    return hwc.copy()
-
-
-def _decode_tensor(t: Any, field: Field, channel_order: str) -> Any:
-    """One TensorProto -> the field's record value, or CorruptShardError naming the mismatch."""
-    dims = list(t.dims)
-
-    def expect(data_type: DataType) -> None:
-        if t.data_type != data_type:
-            raise CorruptShardError(
-                f"field {field.name!r}: tensor is {_type_name(t.data_type)}, expected {data_type.name}"
-            )
-
-    def one_string() -> bytes:
-        expect(DataType.STRING)
-        if len(t.string_data) != 1:
-            raise CorruptShardError(f"field {field.name!r}: expected 1 string, tensor holds {len(t.string_data)}")
-        return t.string_data[0]
-
-    if field.kind == "image" and not field.is_encoded:
-        expect(DataType.BYTE)
-        if len(dims) not in (2, 3):
-            raise CorruptShardError(f"field {field.name!r}: image dims {dims} are not [H, W] or [H, W, C]")
-        shape = (dims[0], dims[1], dims[2] if len(dims) == 3 else 1)
-        if min(shape) <= 0:
-            raise CorruptShardError(f"field {field.name!r}: image dims {dims} must be positive")
-        if len(t.byte_data) != math.prod(shape):
-            raise CorruptShardError(
-                f"field {field.name!r}: byte_data holds {len(t.byte_data)} bytes but dims {dims} need {math.prod(shape)}"
-            )
-        if field.shape is not None and shape != tuple(field.shape):
-            raise CorruptShardError(f"field {field.name!r}: image is {shape} but the schema says {field.shape}")
-        try:
-            img = np.frombuffer(t.byte_data, np.uint8).reshape(shape)
-            return _from_stored(img, channel_order)
-        except ValueError as exc:
-            raise CorruptShardError(f"field {field.name!r}: {exc}") from None
-    if field.kind == "audio" and not field.is_encoded:
-        expect(DataType.INT16)
-        samples = np.fromiter(t.int32_data, np.int64, len(t.int32_data))
-        if len(dims) != 1 or dims[0] != len(samples):
-            raise CorruptShardError(f"field {field.name!r}: dims {dims} but int32_data holds {len(samples)} samples")
-        if len(samples) and (samples.min() < -32768 or samples.max() > 32767):
-            raise CorruptShardError(f"field {field.name!r}: INT16 tensor holds values outside int16")
-        return samples.astype(np.int16)
-    if field.kind == "int":
-        expect(DataType.INT32)
-        if math.prod(dims) != 1 or len(t.int32_data) != 1:
-            raise CorruptShardError(
-                f"field {field.name!r}: expected one int, tensor has dims {dims} and {len(t.int32_data)} values"
-            )
-        return t.int32_data[0]
-    if field.kind == "str":
-        try:
-            return one_string().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CorruptShardError(f"field {field.name!r}: string is not UTF-8 ({exc})") from None
-    return one_string()

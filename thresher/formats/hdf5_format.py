@@ -1,10 +1,11 @@
 """HDF5 shards in Caffe's HDF5Data conventions, readable by plain h5py.
 
 Caffe reads datasets named after the layer's tops, of float or integer class, all sharing
-N as their first dimension (``hdf5_data_layer.cpp``). So the image field is ``data``:
-float32 N×C×H×W in the recipe's channel order (pixel values unscaled, as Caffe converts
-uint8 without scaling), labels are int32 (N,). What Caffe cannot hold (encoded images,
-audio, text) is stored as variable-length datasets that h5py users read directly.
+N as their first dimension (``hdf5_data_layer.cpp``). Each feature says how its rows are
+stored (raw images: float32 N×C×H×W in the recipe's channel order, unscaled; labels int32;
+what Caffe cannot hold, such as encoded images, audio and text, as variable-length datasets
+that h5py users read directly). Datasets are named after their fields, except the classic
+image + label pair, which Caffe nets read as ``data`` and ``label``.
 A list file beside the shards is what Caffe's ``source:`` expects.
 """
 
@@ -21,78 +22,37 @@ import h5py
 import numpy as np
 
 from thresher.atomic import disk_errors, write_bytes_atomic
-from thresher.codecs.base import interleave
 from thresher.errors import UnsupportedCodecError
+from thresher.features import Integer, Schema, classic_pair
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, SplitFilesCheck, StorageFormat
 from thresher.formats.damage import check_size, damaged, expected_size
-from thresher.schema import Field, Schema
 
 LIST_FILE = "files.txt"
 FLUSH_ROWS = 1024
 CACHE_BYTES = 512 << 20  # shards up to this size are held in memory for random access
 CHUNK_BYTES = 1 << 20
 BLOCK_BYTES = 16 << 20  # at most this much is buffered before a write (fewer rows for big rows)
-BYTES_DTYPE = h5py.vlen_dtype(np.uint8)
-AUDIO_DTYPE = h5py.vlen_dtype(np.int16)
-TEXT_DTYPE = h5py.string_dtype("utf-8")
 HDF5_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError)
 # What reading a damaged file raises, from libhdf5 through h5py or from our own checks of the values.
 HDF5_READ_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError, KeyError, ValueError, TypeError)
 
 
-def dataset_name(f: Field) -> str:
-    """Caffe's tops are conventionally ``data`` and ``label``; the image is ``data``."""
-    return "data" if f.kind == "image" else f.name
+def dataset_names(schema: Schema) -> dict[str, str]:
+    """Field name -> dataset name: the fields' own names, except Caffe's ``data``/``label`` for the
+    classic image + label pair."""
+    names = {f.name: f.name for f in schema}
+    pair = classic_pair(schema)
+    if pair is not None:
+        names[pair[0].name], names[pair[1].name] = "data", "label"
+    return names
 
 
 def check_schema(schema: Schema) -> None:
-    for f in schema.of_kind("image"):
-        if not f.is_encoded and f.shape is None:
-            raise UnsupportedCodecError(
-                f"hdf5 stores raw images as one N×C×H×W array, so every image needs the same size; "
-                f"field {f.name!r} varies. Use --resize HxW, or keep the images encoded."
-            )
-    names = [dataset_name(f) for f in schema]
+    for f in schema:
+        f.check_hdf5()
+    names = list(dataset_names(schema).values())
     if len(set(names)) != len(names):
         raise UnsupportedCodecError(f"hdf5 dataset names collide: {names}")
-
-
-def _to_row(f: Field, value: Any, channel_order: str) -> Any:
-    if f.kind == "image" and not f.is_encoded:
-        pixels = np.asarray(value)
-        if channel_order == "BGR":
-            pixels = pixels[..., ::-1]
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
-    if f.kind in ("image", "audio") and f.is_encoded:
-        return np.frombuffer(value, dtype=np.uint8)
-    if f.kind == "audio":
-        return np.asarray(value, dtype=np.int16)
-    return value
-
-
-def _from_row(f: Field, value: Any, channel_order: str) -> Any:
-    if f.kind == "image" and not f.is_encoded:
-        pixels = np.asarray(value).transpose(1, 2, 0)
-        if np.any((pixels < 0) | (pixels > 255) | (pixels != np.round(pixels))):
-            raise ValueError(f"field {f.name!r}: pixel values are not whole numbers in 0..255")
-        pixels = pixels.astype(np.uint8)
-        if channel_order == "BGR":
-            pixels = pixels[..., ::-1]
-        return np.ascontiguousarray(pixels)
-    if f.kind in ("image", "audio") and f.is_encoded:
-        return np.asarray(value, dtype=np.uint8).tobytes()
-    if f.kind == "audio":
-        return np.asarray(value, dtype=np.int16)
-    if f.kind == "int":
-        return int(value)
-    if f.kind == "str":
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-    return value
-
-
-def _is_array_field(f: Field) -> bool:
-    """Fields stored as one fixed-shape numeric array (buffered as arrays of rows, not row lists)."""
-    return f.kind == "int" or (f.kind == "image" and not f.is_encoded)
 
 
 def _take_rows(parts: list[Any], rows: int, arrays: bool) -> tuple[Any, list[Any]]:
@@ -101,19 +61,6 @@ def _take_rows(parts: list[Any], rows: int, arrays: bool) -> tuple[Any, list[Any
         return parts[:rows], parts[rows:]
     joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return joined[:rows], ([joined[rows:]] if len(joined) > rows else [])
-
-
-def _dtype_and_shape(f: Field) -> tuple[Any, tuple[int, ...]]:
-    if f.kind == "image" and not f.is_encoded:
-        h, w, c = f.shape  # type: ignore[misc]
-        return np.float32, (c, h, w)
-    if f.is_encoded:
-        return BYTES_DTYPE, ()
-    if f.kind == "audio":
-        return AUDIO_DTYPE, ()
-    if f.kind == "int":
-        return np.int32, ()
-    return TEXT_DTYPE, ()
 
 
 class _DiscardableFile(io.RawIOBase):
@@ -181,13 +128,14 @@ class Hdf5Writer(ShardWriter):
         self.buffered = 0
         self.datasets: dict[str, h5py.Dataset] = {}
         total_row_bytes = 0
+        names = dataset_names(context.schema)
         for f in context.schema:
-            dtype, shape = _dtype_and_shape(f)
+            dtype, shape = f.h5_layout()
             row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else 16
             total_row_bytes += row_bytes
             chunk_rows = max(1, min(CHUNK_BYTES // row_bytes, FLUSH_ROWS))
             ds = self.file.create_dataset(
-                dataset_name(f), shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                names[f.name], shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                 chunks=(chunk_rows, *shape), track_times=False,
             )
             ds.attrs["thresher_field"] = f.name
@@ -198,9 +146,9 @@ class Hdf5Writer(ShardWriter):
     def append(self, key: bytes, payload: Any) -> None:
         order = self.context.channel_order
         for f in self.context.schema:
-            row = _to_row(f, payload[f.name], order)
-            if _is_array_field(f):
-                row = np.asarray(row, dtype=np.float32 if f.kind == "image" else np.int32)
+            row = f.h5_row(payload[f.name], order)
+            if f.h5_fixed:
+                row = np.asarray(row, dtype=f.h5_layout()[0])
                 self.parts[f.name].append(row[np.newaxis])
             else:
                 self.parts[f.name].append(row)
@@ -208,18 +156,12 @@ class Hdf5Writer(ShardWriter):
         self._added(1)
 
     def append_batch(self, keys: list[bytes], batch: Any) -> None:
-        """Fixed-shape image and int columns are converted whole; anything else row by row."""
-        if not all(_is_array_field(f) for f in self.context.schema):
+        """Fixed-shape columns (raw images, ints) are converted whole; anything else row by row."""
+        if not all(f.h5_fixed for f in self.context.schema):
             super().append_batch(keys, batch)
             return
         for f in self.context.schema:
-            column = np.asarray(batch.columns[f.name])
-            if f.kind == "image":
-                if self.context.channel_order == "BGR":
-                    column = column[..., ::-1]
-                column = column.transpose(0, 3, 1, 2).astype(np.float32)
-            else:
-                column = column.astype(np.int32)
+            column = f.h5_rows(batch.columns[f.name], self.context.channel_order)
             self.parts[f.name].append(column)
             self.bytes += column.nbytes
         self._added(len(keys))
@@ -234,7 +176,7 @@ class Hdf5Writer(ShardWriter):
         """Write the first ``rows`` buffered rows of every field, in schema order."""
         with disk_errors(self.path, None, HDF5_ERRORS):
             for f in self.context.schema:
-                block, self.parts[f.name] = _take_rows(self.parts[f.name], rows, _is_array_field(f))
+                block, self.parts[f.name] = _take_rows(self.parts[f.name], rows, f.h5_fixed)
                 ds = self.datasets[f.name]
                 start = ds.shape[0]
                 ds.resize(start + rows, axis=0)
@@ -284,14 +226,15 @@ class Hdf5Reader(ShardReader):
                 raise
 
     def _index(self) -> None:
-        self.datasets = {f.name: self.file[dataset_name(f)] for f in self.context.schema}
+        names = dataset_names(self.context.schema)
+        self.datasets = {f.name: self.file[names[f.name]] for f in self.context.schema}
         lengths = {name: ds.shape[0] for name, ds in self.datasets.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"datasets disagree on the record count: {lengths}")
         self._length = next(iter(lengths.values()), 0)
         # What the cache would hold: raw pixels come back as uint8, a quarter of their float32 size.
         self._cached_bytes = sum(
-            ds.id.get_storage_size() // (4 if f.kind == "image" and not f.is_encoded else 1)
+            ds.id.get_storage_size() // f.h5_stored_fraction()
             for f, ds in zip(self.context.schema, self.datasets.values(), strict=True))
         self._cache: dict[str, Any] | None = None
 
@@ -308,17 +251,7 @@ class Hdf5Reader(ShardReader):
     def _columns(self, start: int, stop: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in self.context.schema:
-            data = self.datasets[f.name][start:stop]
-            if f.kind == "image" and not f.is_encoded:
-                if data.size and (data.min() < 0 or data.max() > 255):
-                    raise ValueError("pixel values outside 0..255")
-                channels = data.shape[1]
-                order = range(channels - 1, -1, -1) if self.context.channel_order == "BGR" else range(channels)
-                out[f.name] = interleave(data.astype(np.uint8), order)
-            elif f.kind == "int":
-                out[f.name] = data.astype(np.int64)
-            else:
-                out[f.name] = [_from_row(f, v, self.context.channel_order) for v in data]
+            out[f.name] = f.h5_column(self.datasets[f.name][start:stop], self.context.channel_order)
         return out
 
     def read(self, index: int) -> tuple[bytes, Any]:
@@ -327,18 +260,20 @@ class Hdf5Reader(ShardReader):
             # Row-at-a-time HDF5 reads each pay h5py's per-call cost; a shard this size is cheaper held whole,
             # which is also how Caffe's HDF5Data layer reads it.
             columns = self.columns(0, self._length)
-            self._cache = {name: c.tolist() if isinstance(c, np.ndarray) and c.ndim == 1 else c
-                           for name, c in columns.items()}
+            # Columns of Python ints (scalar labels) are cheaper to index as lists.
+            self._cache = {f.name: c.tolist() if isinstance(c, np.ndarray) and c.dtype == np.int64 and c.ndim == 1
+                           and isinstance(f, Integer) else c
+                           for f, c in zip(self.context.schema, columns.values(), strict=True)}
         if self._cache is not None:
             if not 0 <= index < self._length:
                 raise IndexError(index)
-            return b"", {name: column[index].copy() if isinstance(column, np.ndarray) else column[index]
+            return b"", {name: np.array(column[index]) if isinstance(column, np.ndarray) else column[index]
                          for name, column in self._cache.items()}
         order = self.context.channel_order
         if not 0 <= index < self._length:
             raise IndexError(index)
         with read_errors(self.path, f"record {index} cannot be read"):
-            return b"", {f.name: _from_row(f, self.datasets[f.name][index], order) for f in self.context.schema}
+            return b"", {f.name: f.h5_value(self.datasets[f.name][index], order) for f in self.context.schema}
 
     def key_range(self) -> tuple[str, str] | None:
         """HDF5 keeps no keys per record; the writer stored the first and last as attributes."""
