@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from thresher.conversion.progress import PROGRESS_NAME
 from thresher.miniature import write_checksums
-from thresher.progress import PROGRESS_NAME
 from thresher.recipe import Miniature, Recipe
 from thresher.registry import all_recipes
 from thresher.schema import Schema

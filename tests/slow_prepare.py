@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from thresher import convert, pipeline
 from thresher.cli import main
+from thresher.conversion import convert, pipeline
 from thresher.recipe import Recipe, RecordBatch
 from thresher.registry import all_recipes
 

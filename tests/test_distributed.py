@@ -76,7 +76,7 @@ def test_cluster_lmdb_with_many_commits_per_shard_equals_local(cluster, tmp_path
 
 def _fail_once_per_shard(marker_dir: str) -> None:
     """Runs on every worker: the first attempt at shard 1 of any split dies after writing half of it."""
-    from thresher import sink as convert
+    from thresher.conversion import sink as convert
 
     original = convert.ShardSink.close_shard
     convert.ShardSink.unpatched_close_shard = original
@@ -96,7 +96,7 @@ def _fail_once_per_shard(marker_dir: str) -> None:
 
 
 def _restore() -> None:
-    from thresher import sink as convert
+    from thresher.conversion import sink as convert
 
     convert.ShardSink.close_shard = convert.ShardSink.unpatched_close_shard
 

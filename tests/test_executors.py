@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from reliability_matrix import scenario
 
+from thresher.conversion.executors import PIPE_BYTES, OrderedPool
+from thresher.conversion.heap import keep_freed_memory
 from thresher.errors import WorkerDied
-from thresher.executors import PIPE_BYTES, OrderedPool
-from thresher.heap import keep_freed_memory
 
 POISON = 40  # far enough in that a worker, not the main process helping at the start, gets it
 

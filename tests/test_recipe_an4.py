@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thresher.convert import validate
+from thresher.conversion.convert import validate
 from thresher.errors import MalformedDataError
 from thresher.recipe import BadRecord, Miniature
 from thresher.recipes.an4 import ARCHIVE, RECIPE

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from thresher.convert import validate
+from thresher.conversion.convert import validate
 from thresher.errors import MalformedDataError
 from thresher.recipe import BadRecord, Miniature, Record
 from thresher.recipes.flowers102 import IMAGES, LABELS, RECIPE, SETID, member_name

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from thresher.conversion.pipeline import prepare
     from thresher.errors import ThresherError
     from thresher.manifest import Manifest
-    from thresher.pipeline import prepare
     from thresher.reader import Dataset, open  # noqa: A004
     from thresher.transforms import ConvertOptions
 
@@ -27,7 +27,7 @@ _PUBLIC = {
     "Manifest": "thresher.manifest",
     "ThresherError": "thresher.errors",
     "open": "thresher.reader",
-    "prepare": "thresher.pipeline",
+    "prepare": "thresher.conversion.pipeline",
 }
 __all__ = ["ConvertOptions", "Dataset", "Manifest", "ThresherError", "__version__", "open", "prepare"]
 
@@ -35,7 +35,7 @@ __all__ = ["ConvertOptions", "Dataset", "Manifest", "ThresherError", "__version_
 def __getattr__(name: str) -> Any:
     """The public API, imported on first use.
 
-    A conversion worker imports ``thresher.convert`` and with it this package; importing the
+    A conversion worker imports ``thresher.conversion.convert`` and with it this package; importing the
     downloader (requests, urllib3) and the rest here made every fresh worker pay for modules
     it never uses.
     """

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
                         format="thresher: %(message)s", stream=sys.stderr)
-    from thresher import interrupt
+    from thresher.conversion import interrupt
     from thresher.errors import ThresherError
 
     try:
@@ -252,7 +252,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from thresher.pipeline import DEFAULT_SHARD_SIZE, prepare
+    from thresher.conversion.pipeline import DEFAULT_SHARD_SIZE, prepare
     from thresher.transforms import ConvertOptions
 
     _resolve(args, usable=True)

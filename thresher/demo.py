@@ -15,9 +15,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from thresher.conversion.pipeline import prepare
 from thresher.formats import FORMATS
 from thresher.miniature import write_checksums
-from thresher.pipeline import prepare
 from thresher.reader import open as open_split
 from thresher.registry import all_recipes
 from thresher.show import contact_sheet

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from thresher.codecs import get_codec
+from thresher.conversion.tiling import split_problems
 from thresher.errors import CorruptShardError, DatasetReplacedError, ThresherError
 from thresher.formats import ShardContext, ShardReader, get_format
 from thresher.formats.base import current_pid
 from thresher.formats.damage import damaged
 from thresher.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from thresher.schema import Schema
-from thresher.tiling import split_problems
 
 
 def open(path: str | Path, split: str | None = None, *, decode: bool = True) -> Dataset:  # noqa: A001

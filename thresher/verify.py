@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thresher.conversion.tiling import split_problems
 from thresher.errors import ThresherError
 from thresher.features import Feature, Schema
 from thresher.formats import get_format
 from thresher.hashing import hash_file
 from thresher.manifest import MANIFEST_NAME, Manifest
 from thresher.reader import Dataset, no_split
-from thresher.tiling import split_problems
 
 
 @dataclass

@@ -24,7 +24,7 @@ from thresher import __version__, transforms
 from thresher.acquire import download
 from thresher.atomic import check_free_space, remove
 from thresher.codecs import get_codec
-from thresher.convert import (
+from thresher.conversion.convert import (
     EncodePlan,
     Unit,
     encode_unit,
@@ -35,24 +35,24 @@ from thresher.convert import (
     unit_size,
     units,
 )
-from thresher.distributed import connect, convert_split_on_cluster
+from thresher.conversion.distributed import connect, convert_split_on_cluster
+from thresher.conversion.executors import OrderedPool
+from thresher.conversion.generations import Stamps, intact_prefix, link_splits, split_intact, switch_to
+from thresher.conversion.progress import PROGRESS_NAME, ProgressState, resume_split
+from thresher.conversion.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.errors import ThresherError, UnsupportedCodecError
-from thresher.executors import OrderedPool
 from thresher.features import Image
 from thresher.fetch.checksums import read_stamp
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
-from thresher.generations import Stamps, intact_prefix, link_splits, split_intact, switch_to
 from thresher.hashing import hash_file
 from thresher.inputs import check_shard_size, check_workers
 from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry
-from thresher.progress import PROGRESS_NAME, ProgressState, resume_split
 from thresher.published import compare_counts
 from thresher.recipe import Recipe
 from thresher.registry import usable_recipe
 from thresher.schema import Schema
-from thresher.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.sources.archive import walking_each_tar_once
 from thresher.transforms import ConvertOptions
 

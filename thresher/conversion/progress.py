@@ -2,7 +2,7 @@
 
 ``<split>/.progress.json`` lists shards in order, each added only after it is complete and
 synced, and only right after the one before it. Loading trusts the longest prefix that tiles
-the split (see :mod:`thresher.tiling`) and whose files are all there at their recorded sizes;
+the split (see :mod:`thresher.conversion.tiling`) and whose files are all there at their recorded sizes;
 everything after it is written again. So progress never describes anything but a contiguous
 run of complete shards, whatever failed, in whichever thread, and wherever a run was killed.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from thresher.atomic import remove, write_bytes_atomic
+from thresher.conversion.tiling import valid_prefix
 from thresher.formats import StorageFormat
 from thresher.manifest import ShardEntry
-from thresher.tiling import valid_prefix
 
 PROGRESS_NAME = ".progress.json"
 MAX_SKIP_NOTES = 100

@@ -39,8 +39,8 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
+from thresher.conversion.heap import keep_freed_memory
 from thresher.errors import WorkerDied
-from thresher.heap import keep_freed_memory
 
 PIPE_BYTES = 1 << 20
 IN_FLIGHT = 2  # items sent to one worker and not yet answered: one at work, one waiting in its pipe
@@ -242,7 +242,7 @@ def serve(func: Callable[[Any], Any], initializer: Callable[..., None] | None, i
     happens, so the worker ignores it (and drops one that arrived while SIGINT was blocked).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    keep_freed_memory()  # a worker exists only to run func: let it keep its heap (see thresher.heap)
+    keep_freed_memory()  # a worker exists only to run func: let it keep its heap (see thresher.conversion.heap)
     failed: BaseException | None = None
     if initializer is not None:
         try:

@@ -18,7 +18,7 @@ from typing import Any
 
 from thresher.atomic import place, remove, temporary_name
 from thresher.codecs import get_codec
-from thresher.convert import EncodePlan, Unit, encode_with, units
+from thresher.conversion.convert import EncodePlan, Unit, encode_with, units
 from thresher.formats import ShardContext, ShardWriter, StorageFormat
 from thresher.manifest import ShardEntry, file_entry
 from thresher.recipe import BadRecord, RecordBatch

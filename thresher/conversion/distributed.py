@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from thresher.codecs import get_codec
-from thresher.convert import (
+from thresher.conversion.convert import (
     EncodePlan,
     encode_with,
     first_payload,
@@ -25,12 +25,12 @@ from thresher.convert import (
     take_records,
     units,
 )
+from thresher.conversion.progress import ProgressState, remove_stale_temporaries, resume_split
+from thresher.conversion.sink import ShardResult, ShardSink, write_shard_from
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.manifest import Manifest
-from thresher.progress import ProgressState, remove_stale_temporaries, resume_split
 from thresher.recipe import Recipe
 from thresher.registry import get_recipe
-from thresher.sink import ShardResult, ShardSink, write_shard_from
 
 log = logging.getLogger("thresher")
 

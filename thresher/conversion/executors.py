@@ -7,7 +7,7 @@ interpreter and its imports), the main process encodes units itself instead
 of waiting. Once they run it stops unless a core is left over: with as many workers as
 cores, a third encoder only made every image slower (from cache and time-slice contention;
 see docs/performance.md). The worker processes themselves, and what Ctrl-C does to them,
-are thresher.workers' job.
+are thresher.conversion.workers' job.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
-from thresher import interrupt
-from thresher.workers import PIPE_BYTES, WorkerPool
+from thresher.conversion import interrupt
+from thresher.conversion.workers import PIPE_BYTES, WorkerPool
 
 __all__ = ["PIPE_BYTES", "OrderedPool"]
 
@@ -75,7 +75,7 @@ class OrderedPool(Generic[T, R]):
         pending: deque[Any] = deque()
         exhausted = False
         while True:
-            interrupt.check()  # a Ctrl-C that Python swallowed (see thresher.interrupt)
+            interrupt.check()  # a Ctrl-C that Python swallowed (see thresher.conversion.interrupt)
             pool = self._pool_if_running()
             while pool is not None and not exhausted and len(pending) < self.window:
                 item = next(source, _END)
