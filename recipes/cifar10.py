@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from thresher.errors import MalformedDataError
-from thresher.features import Image, Integer, Schema
+from thresher.features import ClassLabel, Image, Schema
 from thresher.published import Contents
 from thresher.recipe import Miniature, Recipe, Record, RecordBatch, Source, Split
 from thresher.sources.members import members_in_order
@@ -37,7 +37,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 class Cifar10(Recipe):
     name = "cifar10"
-    version = "1.0.0"
+    version = "1.1.0"  # 1.1: the label is a class label with names
     title = "CIFAR-10"
     description = ("60,000 32×32 colour images in 10 classes (airplane, automobile, bird, cat, deer, dog, frog, "
                    "horse, ship, truck), 6,000 per class: 50,000 train in five batches and 10,000 test "
@@ -60,7 +60,7 @@ class Cifar10(Recipe):
     splits = (Split("train", 50000, "data_batch_1..5"), Split("test", 10000, "test_batch, 1,000 per class"))
     schema = Schema((
         Image("image", shape=(32, 32, 3), description="RGB"),
-        Integer("label", minimum=0, maximum=9, description="index into " + ", ".join(CLASSES)),
+        ClassLabel("label", names=CLASSES, description="the object class"),
     ))
     channel_order = "RGB"  # convert_cifar_data copies the R, G, B planes as they are
 
