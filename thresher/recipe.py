@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,6 +62,22 @@ class BadRecord:
 
     def error(self) -> MalformedDataError:
         return MalformedDataError(self.source, self.where, self.problem)
+
+
+@dataclass(frozen=True)
+class Input:
+    """A part of a split that can be read without reading what precedes it.
+
+    A file, an archive member (or where it lies in an uncompressed archive), an inner tar of a
+    tar of tars, a range of lines whose start is known. ``records`` is exactly how many items
+    (records and BadRecords) :meth:`Recipe.read` yields for it: from these counts a shard task
+    knows which inputs hold its records without reading the others. ``where`` is the recipe's
+    own detail, small and picklable (workers and Dask tasks receive it).
+    """
+
+    name: str
+    records: int
+    where: Any = None
 
 
 @dataclass(frozen=True)
@@ -160,12 +176,34 @@ class Recipe:
         """Yield the records of ``split`` in their fixed order, read from the downloaded files.
 
         ``files`` maps each source filename to its verified local path. Consecutive records may
-        come as one :class:`RecordBatch`. Records are in source form: raw images as uint8 HWC RGB arrays or the published encoded bytes, audio as int16.
+        come as one :class:`RecordBatch`. Records are in source form: raw images as uint8 HWC RGB
+        arrays or the published encoded bytes, audio as int16.
         A record that cannot be built is yielded as a :class:`BadRecord` naming the member and the
         offset or line; content so broken that nothing after it can be trusted raises
         :class:`thresher.errors.MalformedDataError` instead.
+
+        A recipe whose split divides into independent parts defines :meth:`inputs` and
+        :meth:`read` instead, and this reads them one after another. One that overrides this
+        method is a single stream (e.g. one compressed file), read from its start.
         """
-        raise NotImplementedError
+        inputs = self.inputs(split, files)
+        if inputs is None:
+            raise NotImplementedError(f"{type(self).__name__} defines neither records() nor inputs()")
+        for part in inputs:
+            yield from self.read(split, files, part)
+
+    def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input] | None:
+        """The independent parts of ``split`` in record order, or None for a single stream.
+
+        Called once per split in the main process (it may walk an archive's headers); each
+        part is then read by :meth:`read`, in any process, as often as needed.
+        """
+        del split, files
+        return None
+
+    def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord | RecordBatch]:
+        """Yield the ``part.records`` items of one input, as :meth:`records` would."""
+        raise NotImplementedError(f"{type(self).__name__} lists inputs but does not read them")
 
     def stated_counts(self, split: str, files: Mapping[str, Path]) -> list[Count]:
         """What the files' headers say ``split`` holds, read cheaply before converting.
