@@ -112,11 +112,16 @@ class Source:
 
 @dataclass(frozen=True)
 class Split:
-    """A split and the number of records the full published dataset has in it."""
+    """A split and the number of records the full published dataset has in it.
+
+    ``schema`` is for a split whose records hold other fields than the recipe's (a test split
+    without labels, a segmentation subset with masks); None means the recipe's schema.
+    """
 
     name: str
     num_records: int
     description: str = ""
+    schema: Schema | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +276,10 @@ class Recipe:
             if s.name == name:
                 return s
         raise KeyError(f"{self.name} has no split {name!r}; it has {', '.join(self.split_names)}")
+
+    def split_schema(self, name: str) -> Schema:
+        """The fields of split ``name``'s records."""
+        return self.split(name).schema or self.schema
 
     def source(self, filename: str) -> Source:
         for s in self.sources:
