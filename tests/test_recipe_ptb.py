@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import tarfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from server import LoopbackServer
 
 import thresher
 from thresher.errors import CorruptArchiveError, MalformedDataError
+from thresher.miniature import write_tar
 from thresher.recipe import BadRecord, Miniature
 from thresher.recipes.ptb import ARCHIVE, RECIPE
 
@@ -30,13 +30,8 @@ REAL_TEST = b" no it was n't black monday \n"
 
 
 def write_tgz(path: Path, members: dict[str, bytes]) -> dict[str, Path]:
-    """A gzip'd tar written with tarfile, names as the real archive spells them ("./simple-examples/...")."""
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return {ARCHIVE: path}
+    """A gzip'd tar (written by tarfile), names as the real archive spells them ("./simple-examples/...")."""
+    return {ARCHIVE: write_tar(path, members, compression="gz")}
 
 
 def split_records(files: dict[str, Path], split: str) -> list:
