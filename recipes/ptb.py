@@ -6,7 +6,7 @@ usual language-model convention: the vocabulary is every word of the train file 
 the end of a sentence, counted once per train line; ids go by count, most frequent first, ties
 in code-point order of the word. Each record is a sentence's ids followed by ``<eos>``'s, so the
 records of a split laid end to end are the usual token stream. The ``vocabulary`` split ships
-the words with the shards: its record ``i`` holds ``ids == [i]`` and ``text ==`` word ``i``.
+the words with the shards, in a schema of its own: its record ``i`` is the word of id ``i``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Ptb(Recipe):
                    "(`<unk>` stands for the rest, `<eos>` ends a sentence). 42,068 train, 3,370 validation and "
                    "3,761 test sentences; each record is one sentence's token ids (int32, ending with the id of "
                    "`<eos>`) and its text. Ids come from the train file only: by count, most frequent first, ties "
-                   "in code-point order. The vocabulary split maps them back: its record i is word i.")
+                   "in code-point order. The vocabulary split maps them back: its record i is the word of id i.")
     homepage = "http://www.fit.vutbr.cz/~imikolov/rnnlm/"
     license = "derived from the Penn Treebank (LDC99T42), under the LDC User Agreement for Non-Members"
     citation = ("@article{marcus1993building, title={Building a Large Annotated Corpus of {English}: The {Penn} "
@@ -69,7 +69,8 @@ class Ptb(Recipe):
         Split("train", 42068, "simple-examples/data/ptb.train.txt, one sentence a line"),
         Split("validation", 3370, "simple-examples/data/ptb.valid.txt"),
         Split("test", 3761, "simple-examples/data/ptb.test.txt"),
-        Split(VOCABULARY, 10000, "the words of the ids: record i holds ids [i] and word i as its text"),
+        Split(VOCABULARY, 10000, "the words of the ids: record i is the word of id i", schema=Schema((
+            Text("word", description="the word whose id is this record's index"),))),
     )
     schema = Schema((
         Tensor("ids", shape=(None,), dtype="int32", description="the sentence's word ids, then the id of `<eos>`"),
@@ -84,7 +85,7 @@ class Ptb(Recipe):
         texts = _read_members(files[ARCHIVE], ("train",) if split in ("train", VOCABULARY) else ("train", split))
         words = vocabulary(_sentences(texts["train"], "train"))
         if split == VOCABULARY:
-            yield from ({"ids": _ids([i]), "text": word} for i, word in enumerate(words))
+            yield from ({"word": word} for word in words)
             return
         ids = {word: i for i, word in enumerate(words)}
         for number, sentence in enumerate(_sentences(texts[split], split), 1):
@@ -117,7 +118,7 @@ class Ptb(Recipe):
         members[f"{top}README"] = b"miniature of Mikolov's simple-examples\n"
         path = write_tar(directory / ARCHIVE, members, compression="gz")
         records = {split: [{"ids": _ids(ids), "text": text} for text, ids in rows] for split, rows in sentences.items()}
-        records[VOCABULARY] = [{"ids": _ids([i]), "text": word} for i, word in enumerate(words)]
+        records[VOCABULARY] = [{"word": word} for word in words]
         return Miniature({ARCHIVE: path}, records)
 
 

@@ -51,8 +51,7 @@ def test_real_lines_give_hand_worked_ids(tmp_path: Path) -> None:
              "memotec", "mlx", "nahb", "nonexecutive", "nov.", "old", "pierre", "punts", "rake", "regatta",
              "rubens", "sim", "snack-food", "ssangyong", "swapo", "the", "wachter", "will", "years"]
     vocabulary = split_records(files, "vocabulary")
-    assert [r["text"] for r in vocabulary] == words
-    assert [r["ids"].tolist() for r in vocabulary] == [[i] for i in range(len(words))]
+    assert vocabulary == [{"word": word} for word in words]
     first, second = split_records(files, "train")
     assert first["text"] == ("aer banknote berlitz calloway centrust cluett fromstein gitano guterman hydro-quebec "
                              "ipo kia memotec mlx nahb punts rake regatta rubens sim snack-food ssangyong swapo "
@@ -78,18 +77,20 @@ def test_a_word_missing_from_the_train_vocabulary_is_a_bad_record(tmp_path: Path
 def test_miniature_ids_are_the_hand_worked_ones(mini: Miniature) -> None:
     # train: <eos> 3, the 3, cat 2, sat 2, then once each <unk>, a, dog, mat, on
     words = ["<eos>", "the", "cat", "sat", "<unk>", "a", "dog", "mat", "on"]
-    assert [r["text"] for r in split_records(dict(mini.files), "vocabulary")] == words
+    assert [r["word"] for r in split_records(dict(mini.files), "vocabulary")] == words
     test = split_records(dict(mini.files), "test")
     assert [r["ids"].tolist() for r in test] == [[5, 6, 3, 8, 1, 4, 0], [1, 7, 0]]
     for split in RECIPE.split_names:
         got = split_records(dict(mini.files), split)
         want = mini.records[split]
         assert len(got) == len(want) > 0
+        if split == "vocabulary":
+            assert got == want
+            continue
         for record, expected in zip(got, want, strict=True):
             assert record["ids"].dtype == expected["ids"].dtype == np.int32
             assert record["ids"].tolist() == expected["ids"].tolist() and record["text"] == expected["text"]
-        if split != "vocabulary":  # the ids spell the text, then <eos>
-            assert all(" ".join(words[i] for i in r["ids"]) == f"{r['text']} <eos>".strip() for r in got)
+        assert all(" ".join(words[i] for i in r["ids"]) == f"{r['text']} <eos>" for r in got)  # ids spell the text
 
 
 def test_miniature_is_in_the_published_layout(mini: Miniature) -> None:
@@ -115,6 +116,7 @@ def test_published_metadata() -> None:
     ids, text = RECIPE.schema
     assert (ids.kind, ids.shape, ids.dtype) == ("tensor", (None,), "int32")
     assert text.kind == "str" and RECIPE.default_codec == "tensorprotos"
+    assert list(RECIPE.split_schema("vocabulary").names) == ["word"]
     assert "LDC" in RECIPE.license and "Marcus" in RECIPE.citation and "Mikolov" in RECIPE.citation
     assert RECIPE.citation.count("{") == RECIPE.citation.count("}")
 
@@ -132,7 +134,7 @@ def test_a_line_that_is_not_utf8_is_a_bad_record_naming_line_and_byte(tmp_path: 
     assert len(good) == 2 and isinstance(bad, BadRecord)
     assert (bad.source, bad.where) == (f"{ARCHIVE}:simple-examples/data/ptb.train.txt", "line 3, byte 8")
     assert "not UTF-8" in bad.problem
-    assert "caf" not in [r["text"] for r in split_records(files, "vocabulary")]  # a bad line counts no words
+    assert "caf" not in [r["word"] for r in split_records(files, "vocabulary")]  # a bad line counts no words
 
 
 def test_a_truncated_archive_is_named(tmp_path: Path) -> None:
@@ -160,7 +162,9 @@ def test_a_user_maps_ids_back_to_words_with_the_vocabulary_split(fmt: str, codec
                                                                  mirror_server: LoopbackServer, tmp_path: Path) -> None:
     thresher.prepare("ptb", root=tmp_path, mirror=mirror_server.url, offline=True, checksums=mirror.checksums["ptb"],
                      progress=False, format=fmt, codec=codec)
-    words = [r["text"] for r in thresher.open(tmp_path / "ptb" / fmt / "vocabulary")]
+    with thresher.open(tmp_path / "ptb" / fmt / "vocabulary") as vocabulary:
+        assert list(vocabulary.schema.names) == ["word"]
+        words = [r["word"] for r in vocabulary]
     test = thresher.open(tmp_path / "ptb" / fmt / "test")
     assert [" ".join(words[i] for i in r["ids"]) for r in test] == [f"{r['text']} <eos>" for r in test]
     (batch,) = test.batches(8, shuffle=False)
