@@ -4,7 +4,7 @@
 already ``<unk>``, numbers ``N``), each line starting and ending with a space. Ids follow the
 usual language-model convention: the vocabulary is every word of the train file plus ``<eos>``,
 the end of a sentence, counted once per train line; ids go by count, most frequent first, ties
-in code-point order of the word. Each record is a sentence's ids followed by ``<eos>``'s, so the
+in code-point order of the word. Each record is a sentence's ids, then the id of ``<eos>``, so the
 records of a split laid end to end are the usual token stream. The ``vocabulary`` split ships
 the words with the shards, in a schema of its own: its record ``i`` is the word of id ``i``.
 """
