@@ -14,16 +14,19 @@ transaction id is current. Branch and leaf pages list their nodes' offsets after
 A node has an 8-byte header (data size or child page number, flags, key size), then the key,
 then the value; a value too big for a leaf page lives on overflow pages, and the node holds
 their first page number.
+
+A published LMDB (LSUN's scenes) is read with the same checks, but in parts: :func:`leaf_pages`
+lists the leaf pages in key order from a walk of the branch pages and the leaves' headers only,
+and :func:`leaf_records` reads the records of any run of them, so each part is entered without
+reading what precedes it.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from thresher.errors import CorruptShardError
 
 PAGE_HEADER = struct.Struct("<QHHHH")  # page number, pad, flags, lower, upper
 HEADER_SIZE = PAGE_HEADER.size
@@ -41,7 +44,7 @@ NO_PAGE = (1 << 64) - 1
 MIN_PAGE, MAX_PAGE = 512, 1 << 16
 MAX_DEPTH = 64
 
-Damage = Callable[[str], CorruptShardError]
+Damage = Callable[[str], Exception]
 Record = tuple[int, int, int, int]  # key offset, key length, value offset, value length
 
 
@@ -77,8 +80,12 @@ def read_meta(data: Any, page: int, page_size: int, damage: Damage) -> Meta:
     return Meta(page, free_db[0], txnid, last_page, main_flags, depth, branch, leaf, overflow, entries, root)
 
 
-def current_meta(data: Any, damage: Damage) -> Meta:
-    """The meta record liblmdb would use, after checking both against each other and the file size."""
+def current_meta(data: Any, damage: Damage, *, foreign: bool = False) -> Meta:
+    """The meta record liblmdb would use, after checking both against each other and the file size.
+
+    Our shards are written by one process in consecutive transactions; a ``foreign`` file may
+    come from a copy of an environment (mdb_env_copy), so its older meta need only be older.
+    """
     first = read_meta(data, 0, 0, damage)
     size = first.page_size
     if size & (size - 1) or not MIN_PAGE <= size <= MAX_PAGE:
@@ -88,12 +95,15 @@ def current_meta(data: Any, damage: Damage) -> Meta:
         raise damage(f"the meta pages disagree on the page size ({size} and {second.page_size})")
     meta, other = (second, first) if second.txnid > first.txnid else (first, second)
     # liblmdb writes transaction t's meta to page t & 1, so the two hold consecutive ids (or both 0).
-    if meta.txnid & 1 != meta.page or other.txnid != max(meta.txnid - 1, 0):
+    if foreign:
+        if other.txnid >= meta.txnid and meta.txnid:
+            raise damage(f"both meta pages hold transaction id {meta.txnid}")
+    elif meta.txnid & 1 != meta.page or other.txnid != max(meta.txnid - 1, 0):
         raise damage(f"the meta pages hold transaction ids {first.txnid} and {second.txnid}, not consecutive ones")
     if meta.txnid == 0 and len(data) > 2 * size:
         raise damage("the meta pages say nothing was ever written, but the file holds more than them")
     if meta.flags:
-        raise damage(f"the main database has flags {meta.flags:#x}; thresher writes plain key-value shards")
+        raise damage(f"the main database has flags {meta.flags:#x}; only plain key-value databases are read")
     pages = len(data) // size
     if meta.last_page + 1 > pages or meta.last_page < 1:
         raise damage(f"LMDB says its last page is {meta.last_page}, the file holds {pages} pages of {size} bytes")
@@ -118,11 +128,42 @@ def index_records(data: Any, damage: Damage) -> list[Record]:
     return walk.records
 
 
+def leaf_pages(data: Any, meta: Meta, damage: Damage) -> list[tuple[int, int]]:
+    """Every leaf page's number and record count, in key order, without reading any value.
+
+    Branch pages are checked as :func:`index_records` checks them; of a leaf, its header and its
+    first and last keys (so keys ascend from one leaf to the next). The page and entry totals
+    are compared with the meta record's; overflow pages are checked when their values are read.
+    """
+    if meta.depth == 0:
+        if meta.entries or meta.branch_pages or meta.leaf_pages:
+            raise damage(f"the main database is empty but counts {meta.entries} entries")
+        return []
+    walk = _Walk(data, meta, damage, leaves_only=True)
+    walk.page(meta.root, 1)
+    found = (walk.branch_pages, walk.leaf_pages, sum(count for _, count in walk.leaves))
+    recorded = (meta.branch_pages, meta.leaf_pages, meta.entries)
+    if found != recorded:
+        raise damage(f"the B-tree holds (branch pages, leaf pages, entries) {found}, its meta page says {recorded}")
+    return walk.leaves
+
+
+def leaf_records(data: Any, meta: Meta, pages: Sequence[int], damage: Damage) -> list[Record]:
+    """The records of leaf pages ``pages`` (consecutive ones from :func:`leaf_pages`), every byte checked."""
+    walk = _Walk(data, meta, damage)
+    for number in pages:
+        base, offsets, upper = walk.header(number, meta.depth, "a part's leaf list")
+        walk.leaf(base, f"page {number}", offsets, upper)
+    return walk.records
+
+
 class _Walk:
     """One depth-first, in-order pass over the tree; depth is bounded by the meta record's."""
 
-    def __init__(self, data: Any, meta: Meta, damage: Damage) -> None:
+    def __init__(self, data: Any, meta: Meta, damage: Damage, *, leaves_only: bool = False) -> None:
         self.data = data
+        self.leaves_only = leaves_only
+        self.leaves: list[tuple[int, int]] = []
         self.meta = meta
         self.size = meta.page_size
         self.damage = damage
@@ -140,9 +181,10 @@ class _Walk:
         self.seen.add(number)
         return number * self.size
 
-    def page(self, number: int, depth: int) -> None:
+    def header(self, number: int, depth: int, what: str) -> tuple[int, tuple[int, ...], int]:
+        """A page's offset, node offsets and upper bound, after checking it is the page expected at ``depth``."""
         leaf = depth == self.meta.depth
-        base = self.claim(number, f"a branch page at depth {depth - 1}" if depth > 1 else "the meta page's root")
+        base = self.claim(number, what)
         stored, _, flags, lower, upper = PAGE_HEADER.unpack_from(self.data, base)
         where = f"page {number}"
         if stored != number or flags != (P_LEAF if leaf else P_BRANCH):
@@ -151,10 +193,19 @@ class _Walk:
         if not HEADER_SIZE + 2 <= lower <= upper <= self.size or (lower - HEADER_SIZE) & 1:
             raise self.damage(f"{where} has free space bounds {lower}..{upper}")
         count = (lower - HEADER_SIZE) // 2
-        offsets = struct.unpack_from(f"<{count}H", self.data, base + HEADER_SIZE)
-        if leaf:
+        return base, struct.unpack_from(f"<{count}H", self.data, base + HEADER_SIZE), upper
+
+    def page(self, number: int, depth: int) -> None:
+        what = f"a branch page at depth {depth - 1}" if depth > 1 else "the meta page's root"
+        base, offsets, upper = self.header(number, depth, what)
+        where = f"page {number}"
+        if depth == self.meta.depth:
             self.leaf_pages += 1
-            self.leaf(base, where, offsets, upper)
+            if self.leaves_only:
+                self.leaf_bounds(base, where, offsets, upper)
+                self.leaves.append((number, len(offsets)))
+            else:
+                self.leaf(base, where, offsets, upper)
             return
         self.branch_pages += 1
         children = []
@@ -167,6 +218,22 @@ class _Walk:
             children.append(low | high << 16 | top << 32)
         for child in children:
             self.page(child, depth + 1)
+
+    def leaf_bounds(self, base: int, where: str, offsets: tuple[int, ...], upper: int) -> None:
+        """Check a leaf's first and last keys lie in the page and follow the previous leaf's keys."""
+        first, last = self.key(base, where, offsets, 0, upper), self.key(base, where, offsets, -1, upper)
+        if (self.leaves and first <= self.last_key) or last < first:
+            raise self.damage(f"{where}: keys are not in ascending order")
+        self.last_key = last
+
+    def key(self, base: int, where: str, offsets: tuple[int, ...], i: int, upper: int) -> bytes:
+        offset = offsets[i]
+        if not upper <= offset <= self.size - NODE.size:
+            raise self.damage(f"{where} node {i % len(offsets)} lies at offset {offset}, outside {upper}..{self.size}")
+        key_size = NODE.unpack_from(self.data, base + offset)[3]
+        if offset + NODE.size + key_size > self.size:
+            raise self.damage(f"{where} node {i % len(offsets)} has a {key_size}-byte key running past the page")
+        return bytes(self.data[base + offset + NODE.size:base + offset + NODE.size + key_size])
 
     def leaf(self, base: int, where: str, offsets: tuple[int, ...], upper: int) -> None:
         data, size, records = self.data, self.size, self.records
