@@ -180,6 +180,26 @@ def test_parts_are_leaf_page_runs_that_each_read_alone_in_key_order(tmp_path: Pa
         assert got == expected
 
 
+@pytest.mark.parametrize("compact", [False, True])
+def test_an_lmdb_copied_by_liblmdb_reads_the_same(tmp_path: Path, compact: bool) -> None:
+    """A published LMDB may be a copy (mdb_env_copy) of one written over many transactions."""
+    env = lmdb.open(str(tmp_path / "live"), map_size=64 << 20, lock=False)
+    items = {f"{i:040x}".encode(): jpeg(i) + bytes(i * 97) for i in range(60)}
+    for key, value in items.items():  # one transaction each, then some deleted: free pages in the file
+        with env.begin(write=True) as txn:
+            txn.put(key, value)
+    with env.begin(write=True) as txn:
+        for key in list(items)[::7]:
+            txn.delete(key)
+            del items[key]
+    (tmp_path / "copy").mkdir()
+    env.copy(str(tmp_path / "copy"), compact=compact)
+    env.close()
+    path = tmp_path / "copy" / "data.mdb"
+    got = [kv for part in lmdbfile.parts(path, "x", 5) for kv in lmdbfile.items(path, "x", part.pages)]
+    assert got == sorted(items.items())
+
+
 def test_recipe_inputs_split_an_lmdb_and_read_gives_exactly_their_records(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     items = {f"{i:040x}".encode(): jpeg(i) for i in range(120)}

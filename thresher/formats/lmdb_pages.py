@@ -80,12 +80,8 @@ def read_meta(data: Any, page: int, page_size: int, damage: Damage) -> Meta:
     return Meta(page, free_db[0], txnid, last_page, main_flags, depth, branch, leaf, overflow, entries, root)
 
 
-def current_meta(data: Any, damage: Damage, *, foreign: bool = False) -> Meta:
-    """The meta record liblmdb would use, after checking both against each other and the file size.
-
-    Our shards are written by one process in consecutive transactions; a ``foreign`` file may
-    come from a copy of an environment (mdb_env_copy), so its older meta need only be older.
-    """
+def current_meta(data: Any, damage: Damage) -> Meta:
+    """The meta record liblmdb would use, after checking both against each other and the file size."""
     first = read_meta(data, 0, 0, damage)
     size = first.page_size
     if size & (size - 1) or not MIN_PAGE <= size <= MAX_PAGE:
@@ -95,10 +91,7 @@ def current_meta(data: Any, damage: Damage, *, foreign: bool = False) -> Meta:
         raise damage(f"the meta pages disagree on the page size ({size} and {second.page_size})")
     meta, other = (second, first) if second.txnid > first.txnid else (first, second)
     # liblmdb writes transaction t's meta to page t & 1, so the two hold consecutive ids (or both 0).
-    if foreign:
-        if other.txnid >= meta.txnid and meta.txnid:
-            raise damage(f"both meta pages hold transaction id {meta.txnid}")
-    elif meta.txnid & 1 != meta.page or other.txnid != max(meta.txnid - 1, 0):
+    if meta.txnid & 1 != meta.page or other.txnid != max(meta.txnid - 1, 0):
         raise damage(f"the meta pages hold transaction ids {first.txnid} and {second.txnid}, not consecutive ones")
     if meta.txnid == 0 and len(data) > 2 * size:
         raise damage("the meta pages say nothing was ever written, but the file holds more than them")

@@ -38,7 +38,7 @@ def _mapped(path: Path, label: str) -> Iterator[tuple[Any, Meta]]:
         if not f.seek(0, 2):
             raise _damage(label)("the file is empty")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            yield data, current_meta(data, _damage(label), foreign=True)
+            yield data, current_meta(data, _damage(label))
 
 
 def parts(path: Path, label: str, records_per_part: int) -> list[Part]:
