@@ -1,0 +1,244 @@
+"""Places205: split lists decide the splits, images located once in the uncompressed tar, names from folders."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from e2e import FORMAT_CODECS, assert_same_records
+from PIL import Image
+from server import LoopbackServer
+
+import thresher
+from thresher.acquire import manual_instructions
+from thresher.errors import MalformedDataError, UnsupportedCodecError
+from thresher.fetch.downloader import ManualDownloadRequired
+from thresher.miniature import write_checksums
+from thresher.recipe import BadRecord, Miniature
+from thresher.recipes import places205
+from thresher.recipes.places205 import IMAGE_ROOT, IMAGES, LISTS, RECIPE
+from thresher.sources.extent import Extent, resolved
+
+TRAIN = "trainvalsplit_places205/train_places205.csv"
+VAL = "trainvalsplit_places205/val_places205.csv"
+
+
+@pytest.fixture
+def mini(tmp_path: Path) -> Miniature:
+    return RECIPE.write_miniature(tmp_path)
+
+
+def records(split: str, files: dict[str, Path]) -> list:
+    return [r if isinstance(r, BadRecord) else resolved(r) for r in RECIPE.records(split, files)]
+
+
+def tar_of(path: Path, members: dict[str, bytes], mode: str = "w") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def read_tar(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def with_lists(mini: Miniature, train: str, val: str = "") -> dict[str, Path]:
+    path = tar_of(mini.files[LISTS].parent / "other-lists.tar.gz", {TRAIN: train.encode(), VAL: val.encode()}, "w:gz")
+    return {**mini.files, LISTS: path}
+
+
+def jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+# -- the miniature converts exactly ----------------------------------------------------------------
+
+
+def test_miniature_records_match_exactly_in_list_order(mini: Miniature) -> None:
+    for split in RECIPE.split_names:
+        inputs = RECIPE.inputs(split, mini.files)
+        assert sum(i.records for i in inputs) == len(mini.records[split])
+        got = records(split, mini.files)
+        assert len(got) == len(mini.records[split]) > 0
+        for record, want in zip(got, mini.records[split], strict=True):
+            assert not isinstance(record, BadRecord), record
+            assert {k: record[k] for k in want} == want
+    assert all(isinstance(r["image"], Extent) for r in RECIPE.records("validation", mini.files))  # read by workers
+    listed = [line.split()[0] for line in read_tar(mini.files[LISTS])[TRAIN].decode().splitlines()]
+    assert [r["__where__"] for r in records("train", mini.files)] == [f"{IMAGES}:{IMAGE_ROOT}{p}" for p in listed]
+    assert listed != sorted(listed)  # list order, not tar order
+
+
+def test_miniature_is_in_the_published_layout(mini: Miniature) -> None:
+    head = mini.files[IMAGES].read_bytes()[:512]
+    assert head[257:262] == b"ustar" and not head.startswith(b"\x1f\x8b")  # the uncompressed tar
+    names = list(read_tar(mini.files[IMAGES]))
+    assert all(n.startswith("data/vision/torralba/deeplearning/images256/") and n.endswith(".jpg") for n in names)
+    assert mini.files[LISTS].read_bytes()[:2] == b"\x1f\x8b"
+    assert set(read_tar(mini.files[LISTS])) == {TRAIN, VAL}
+
+
+def test_a_real_list_line_and_a_nested_category_decode(tmp_path: Path) -> None:
+    """Lines as the published csv writes them: '<path under images256> <label>', space-separated."""
+    names = places205.miniature_class_names()
+    train_lines = [f"{n[0]}/{n}/gsun_{i:032x}.jpg {i}" for i, n in enumerate(names)]
+    train_lines[3] = "a/apartment_building/outdoor/gsun_0003586c3eedd97457b2d729e1e4e8e2.jpg 3"
+    images = {f"{IMAGE_ROOT}{line.split()[0]}": jpeg() for line in train_lines}
+    files = {IMAGES: tar_of(tmp_path / IMAGES, images),
+             LISTS: tar_of(tmp_path / LISTS, {TRAIN: ("\n".join(train_lines) + "\n").encode(),
+                                              VAL: train_lines[3].encode() + b"\n"}, "w:gz")}
+    got = records("validation", files)
+    assert len(got) == 1 and got[0]["label"] == 3 and got[0]["image"] == jpeg()
+    assert got[0]["__where__"] == (f"{IMAGES}:data/vision/torralba/deeplearning/images256/a/apartment_building/"
+                                   "outdoor/gsun_0003586c3eedd97457b2d729e1e4e8e2.jpg")
+    assert [r["name"] for r in RECIPE.records("classes", files)][:5] == \
+        ["abbey", "airport_terminal", "alley", "apartment_building/outdoor", "aquarium"]
+
+
+def test_inputs_are_runs_of_lines_each_read_alone(mini: Miniature, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(places205, "LINES_PER_INPUT", 16)
+    inputs = RECIPE.inputs("train", mini.files)
+    assert len(inputs) == 13 and [i.records for i in inputs] == [16] * 12 + [13]
+    got = [r for part in reversed(inputs) for r in RECIPE.read("train", mini.files, part)]
+    got = [resolved(r)["image"] for r in got]
+    runs = [mini.records["train"][i:i + 16] for i in range(0, 205, 16)]
+    want = [r["image"] for run in reversed(runs) for r in run]
+    assert got == want
+
+
+# -- malformed input -------------------------------------------------------------------------------
+
+
+def test_image_missing_from_the_tar_is_a_bad_record_in_its_place(mini: Miniature) -> None:
+    members = read_tar(mini.files[IMAGES])
+    gone = records("validation", mini.files)[2]["__where__"].split(":", 1)[1]
+    del members[gone]
+    tar_of(mini.files[IMAGES], members)
+    got = records("validation", mini.files)
+    assert isinstance(got[2], BadRecord) and got[2].source == IMAGES and gone in got[2].where
+    assert f"{VAL} line 3" in got[2].where and "missing" in got[2].problem
+    assert [r["image"] for i, r in enumerate(got) if i != 2] == \
+        [r["image"] for i, r in enumerate(mini.records["validation"]) if i != 2]
+
+
+def test_member_that_is_not_a_jpeg_is_a_bad_record(mini: Miniature) -> None:
+    members = read_tar(mini.files[IMAGES])
+    target = records("validation", mini.files)[0]["__where__"].split(":", 1)[1]
+    members[target] = b"<html>quota exceeded</html>"
+    tar_of(mini.files[IMAGES], members)
+    got = records("validation", mini.files)
+    assert isinstance(got[0], BadRecord) and target in got[0].where and "not a JPEG" in got[0].problem
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("a/abbey/x.jpg", "is not '<image path> <label>'"),
+    ("a/abbey/x.jpg 205", "label '205' is not an integer in 0..204"),
+    ("a/abbey/x.jpg -1", "label '-1'"),
+    ("abbey.jpg 0", "is not <letter>/<category>/<file>"),
+])
+def test_bad_list_lines_are_bad_records_naming_the_line(mini: Miniature, line: str, words: str) -> None:
+    val = read_tar(mini.files[LISTS])[VAL].decode().splitlines()
+    val.insert(1, line)
+    files = with_lists(mini, read_tar(mini.files[LISTS])[TRAIN].decode(), "\n".join(val) + "\n")
+    got = records("validation", files)
+    assert len(got) == len(val)
+    bad = got[1]
+    assert isinstance(bad, BadRecord) and bad.source == LISTS and bad.where == f"{VAL} line 2"
+    assert words in bad.problem
+    assert not any(isinstance(r, BadRecord) for i, r in enumerate(got) if i != 1)
+
+
+def test_a_label_with_two_folder_names_is_named(mini: Miniature) -> None:
+    train = read_tar(mini.files[LISTS])[TRAIN].decode() + "a/alley/extra.jpg 0\n"
+    files = with_lists(mini, train)
+    with pytest.raises(MalformedDataError, match=f"{TRAIN} line 206\\).*label 0 is 'alley' here but 'abbey'"):
+        list(RECIPE.records("classes", files))
+
+
+def test_a_label_without_images_leaves_its_name_unknown(mini: Miniature) -> None:
+    lines = [line for line in read_tar(mini.files[LISTS])[TRAIN].decode().splitlines() if not line.endswith(" 7")]
+    with pytest.raises(MalformedDataError, match="no image of label 7"):
+        list(RECIPE.records("classes", with_lists(mini, "\n".join(lines))))
+
+
+def test_a_list_that_is_not_text_is_named(mini: Miniature) -> None:
+    files = with_lists(mini, "a/abbey/x.jpg 0\n", "a/abbey/\xe9.jpg 0\n".encode("latin-1").decode("latin-1"))
+    tar_of(files[LISTS], {TRAIN: b"a/abbey/x.jpg 0\n", VAL: b"a/abbey/\xe9.jpg 0\n"}, "w:gz")
+    with pytest.raises(MalformedDataError, match=f"{VAL} line 1\\): not ASCII"):
+        RECIPE.inputs("validation", files)
+
+
+def test_a_compressed_image_tar_is_refused_with_what_to_do(mini: Miniature) -> None:
+    data = mini.files[IMAGES].read_bytes()
+    mini.files[IMAGES].write_bytes(gzip.compress(data))
+    with pytest.raises(MalformedDataError, match="compressed; place the uncompressed tar \\(gunzip"):
+        RECIPE.inputs("validation", mini.files)
+
+
+def test_a_split_list_missing_from_its_archive_is_named(mini: Miniature) -> None:
+    tar_of(mini.files[LISTS], {TRAIN: b"a/abbey/x.jpg 0\n"}, "w:gz")
+    with pytest.raises(MalformedDataError, match="val_places205.csv"):
+        RECIPE.inputs("validation", mini.files)
+
+
+# -- published facts and the manual download -----------------------------------------------------------
+
+
+def test_published_facts_and_the_one_screen_instructions(tmp_path: Path) -> None:
+    lists, images = RECIPE.sources
+    assert lists.urls == ("http://data.csail.mit.edu/places/places205/trainvalsplit_places205.tar.gz",)
+    assert not lists.manual and images.manual and images.filename == "imagesPlaces205_resize.tar"
+    for source in RECIPE.sources:
+        assert (source.size, source.sha256, source.md5) == (None, None, None)
+        assert source.checksum_source.startswith("none published")
+    assert [(s.name, s.num_records) for s in RECIPE.splits] == [("train", 2448873), ("validation", 20500),
+                                                                ("classes", 205)]
+    assert RECIPE.split_schema("classes").names == ("name",)
+    image, label = RECIPE.schema
+    assert (image.encoding, label.minimum, label.maximum) == ("jpeg", 0, 204)
+    screen = manual_instructions(RECIPE, tmp_path / "downloads")
+    assert len(screen.splitlines()) <= 20 and max(len(line) for line in screen.splitlines()) <= 120
+    for words in ("http://places.csail.mit.edu/downloadData.html", "gunzip imagesPlaces205_resize.tar.gz",
+                  "imagesPlaces205_resize.tar  no checksum published", str(tmp_path / "downloads")):
+        assert words in screen, screen
+    with pytest.raises(ManualDownloadRequired) as caught:  # before any download: nothing is fetched
+        thresher.prepare("places205", root=tmp_path / "out", progress=False)
+    assert str(caught.value).startswith("Places205 (MIT Places, 205 scene categories) must be downloaded by hand.")
+    assert "gunzip imagesPlaces205_resize.tar.gz" in str(caught.value)
+    assert not list((tmp_path / "out").rglob("*.tar*"))
+
+
+# -- end to end through the loopback server --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "codec"), FORMAT_CODECS)
+def test_places205_round_trips_through_the_mirror(fmt: str, codec: str | None, tmp_path: Path) -> None:
+    served = tmp_path / "www" / "places205"
+    served.mkdir(parents=True)
+    mini = RECIPE.write_miniature(served)
+    checksums = write_checksums(mini.files, tmp_path / "places205.tsv")
+    with LoopbackServer(tmp_path / "www", name="mirror") as server:
+        def prepare(splits: list[str]) -> thresher.Manifest:
+            return thresher.prepare("places205", root=tmp_path / "out", mirror=server.url, offline=True,
+                                    checksums=checksums, progress=False, format=fmt, codec=codec, splits=splits)
+        if codec == "datum":  # Datum holds image and label: not the classes split, fine for the others
+            with pytest.raises(UnsupportedCodecError):
+                prepare(list(RECIPE.split_names))
+            manifest = prepare(["train", "validation"])
+        else:
+            manifest = prepare(list(RECIPE.split_names))
+    for split in manifest.splits:
+        want = mini.records[split]
+        assert manifest.splits[split].records == len(want)
+        ds = thresher.open(tmp_path / "out" / "places205" / fmt / split, decode=False)
+        assert_same_records(list(ds), want, RECIPE.split_schema(split), f"places205/{fmt}/{codec}/{split}")
+        ds.close()
