@@ -64,6 +64,19 @@ def assert_same_value(a: Any, b: Any, where: str) -> None:
         assert type(a) is type(b) and a == b, f"{where}: {a!r:.60} != {b!r:.60}"
 
 
+def assert_prepared_exactly(manifest: Any, out: Path, recipe: Recipe, records: dict[str, list[dict[str, Any]]],
+                            where: str) -> None:
+    """Every split ``manifest`` prepared under ``out`` reads back exactly its ``records``, field by field."""
+    import thresher
+
+    for split in manifest.splits:
+        want = records[split]
+        assert manifest.splits[split].records == len(want)
+        ds = thresher.open(out / split, decode=False)
+        assert_same_records(list(ds), want, recipe.split_schema(split), f"{where}/{split}")
+        ds.close()
+
+
 def recipe_supports(recipe: Recipe, codec: str | None) -> bool:
     return codec != "datum" or recipe.default_codec == "datum"
 
