@@ -229,8 +229,8 @@ class CelebA(Recipe):
                 archive.writestr(zipfile.ZipInfo(member_name(names[i]), (2015, 10, 1, 12, 0, 0)), jpegs[i],
                                  compress_type=method)
 
-        def padded(values: Sequence[int], width: int) -> str:
-            return " ".join(f"{int(v):>{width}}" for v in values)
+        def padded(values: Sequence[int], width: int) -> str:  # as published: "-1  1  1", "69  109   77"
+            return str(int(values[0])) + "".join(f" {int(v):>{width}}" for v in values[1:])
 
         text = {
             PARTITION: "".join(f"{n} {c}\r\n" for n, c in zip(names, codes, strict=True)),
