@@ -18,7 +18,6 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -37,6 +36,7 @@ from thresher.sources.archive import (
     refused_mode,
 )
 from thresher.sources.extent import Extent
+from thresher.sources.perprocess import PerProcess
 
 __all__ = ["ZipMemberRef", "iter_zip", "locate_zip_members"]
 
@@ -225,37 +225,27 @@ class ZipMemberRef:
         return data
 
 
-class _OpenZips:
-    """Zip archives open in this process, by identity; a forked child opens its own."""
+def _open_zip(ref: ZipMemberRef) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(ref.path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CorruptArchiveError(ref.path, "central directory", f"not a readable zip now ({exc})") from None
+    status = os.fstat(archive.fp.fileno())  # type: ignore[union-attr]
+    if (status.st_ino, status.st_mtime_ns) != (ref.inode, ref.mtime_ns):
+        archive.close()
+        raise CorruptArchiveError(ref.path, f"member {ref.member!r}",
+                                  "the archive was replaced while it was being converted")
+    return archive
 
-    LIMIT = 4
+
+class _OpenZips:
+    """Zip archives open in this process (their directories read once), by the file's identity."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.open: OrderedDict[tuple[str, int, int], zipfile.ZipFile] = OrderedDict()
+        self.archives: PerProcess[zipfile.ZipFile] = PerProcess(4, zipfile.ZipFile.close)
 
     def get(self, ref: ZipMemberRef) -> zipfile.ZipFile:
-        if self.pid != os.getpid():
-            self.open = OrderedDict()  # the parent's file objects share its offsets: never use them here
-            self.pid = os.getpid()
-        key = (ref.path, ref.inode, ref.mtime_ns)
-        archive = self.open.get(key)
-        if archive is not None:
-            self.open.move_to_end(key)
-            return archive
-        try:
-            archive = zipfile.ZipFile(ref.path)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise CorruptArchiveError(ref.path, "central directory", f"not a readable zip now ({exc})") from None
-        status = os.fstat(archive.fp.fileno())  # type: ignore[union-attr]
-        if (status.st_ino, status.st_mtime_ns) != (ref.inode, ref.mtime_ns):
-            archive.close()
-            raise CorruptArchiveError(ref.path, f"member {ref.member!r}",
-                                      "the archive was replaced while it was being converted")
-        self.open[key] = archive
-        while len(self.open) > self.LIMIT:
-            self.open.popitem(last=False)[1].close()
-        return archive
+        return self.archives.get((ref.path, ref.inode, ref.mtime_ns), lambda: _open_zip(ref))
 
 
 _open_zips = _OpenZips()
