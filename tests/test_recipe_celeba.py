@@ -17,7 +17,14 @@ from server import LoopbackServer
 
 import thresher
 from thresher.conversion.convert import validate
-from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError, UnsupportedCodecError
+from thresher.errors import (
+    CorruptArchiveError,
+    MalformedDataError,
+    OfflineError,
+    UnsafeArchiveError,
+    UnsupportedCodecError,
+)
+from thresher.miniature import write_checksums
 from thresher.recipe import BadRecord, Input, Miniature, Record
 from thresher.recipes.celeba import (
     ATTRIBUTE_NAMES,
@@ -394,3 +401,20 @@ def test_zip_member_escaping_the_folder_is_refused(mini: Miniature) -> None:
 
 def test_locate_names_the_archive_and_the_partition_file() -> None:
     assert RECIPE.locate("test", 3) == f"{IMAGES} image number 3 of test in {PARTITION}"
+
+
+def test_files_placed_by_hand_are_used_without_network(tmp_path: Path) -> None:
+    """The documented way out when Drive refuses: put the five files in the download directory."""
+    downloads = tmp_path / "celeba" / "downloads"
+    with pytest.raises(OfflineError) as caught:
+        thresher.prepare("celeba", root=tmp_path, offline=True, format="hdf5", progress=False)
+    screen = str(caught.value)
+    assert f"Put these files in {downloads.absolute()}/" in screen and "in a browser" in screen
+    assert all(f"  {s.filename}  {s.size:,} bytes" in screen for s in RECIPE.sources)
+    downloads.mkdir(parents=True, exist_ok=True)
+    mini = RECIPE.write_miniature(downloads)  # what a person would have saved there
+    checksums = write_checksums(mini.files, tmp_path / "mine.tsv")  # their files, not the publisher's
+    manifest = thresher.prepare("celeba", root=tmp_path, offline=True, checksums=checksums, format="hdf5",
+                                progress=False)
+    assert {split: manifest.splits[split].records for split in RECIPE.split_names} == \
+        {split: len(rows) for split, rows in mini.records.items()}
