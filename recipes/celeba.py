@@ -138,23 +138,8 @@ class CelebA(Recipe):
         identities = read_table(files[IDENTITIES], IDENTITIES, header=None, minimum=1)
         landmarks = read_table(files[LANDMARKS], LANDMARKS, header=LANDMARK_COLUMNS, minimum=0)
         places = locate_zip_members(files[IMAGES], limits=LIMITS, label=IMAGES)
-        out = []
-        for image in images:
-            member = member_name(image)
-            where: _Image | BadRecord
-            missing = [(name, table) for name, table in ((ATTRIBUTES, attributes), (IDENTITIES, identities),
-                                                          (LANDMARKS, landmarks)) if image not in table]
-            problems = [table[image] for _, table in ((ATTRIBUTES, attributes), (IDENTITIES, identities),
-                                                      (LANDMARKS, landmarks)) if isinstance(table.get(image), BadRecord)]
-            if missing:
-                where = BadRecord(missing[0][0], f"image {image}", f"no line for this image, which {PARTITION} lists")
-            elif problems:
-                where = problems[0]
-            else:
-                where = _Image(image, places.get(member), bytes(1 if v == 1 else 0 for v in attributes[image]),
-                               identities[image][0], landmarks[image])  # type: ignore[index]
-            out.append(Input(member, 1, where))
-        return out
+        tables = {ATTRIBUTES: attributes, IDENTITIES: identities, LANDMARKS: landmarks}
+        return [Input(member_name(image), 1, _entry(image, tables, places)) for image in images]
 
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
         import numpy as np
@@ -255,6 +240,21 @@ class CelebA(Recipe):
                 "landmarks": points[i].astype(np.int32).reshape(5, 2),
             })
         return Miniature(files, records)
+
+
+def _entry(image: str, tables: Mapping[str, Mapping[str, tuple[int, ...] | BadRecord]],
+           places: Mapping[str, Extent | ZipMemberRef]) -> _Image | BadRecord:
+    """What reading ``image`` needs, or why it cannot be read: the first file (in source order) without
+    a usable line for it."""
+    for source, table in tables.items():
+        row = table.get(image)
+        if row is None:
+            return BadRecord(source, f"image {image}", f"no line for this image, which {PARTITION} lists")
+        if isinstance(row, BadRecord):
+            return row
+    attributes, (identity,), landmarks = (tables[name][image] for name in (ATTRIBUTES, IDENTITIES, LANDMARKS))
+    return _Image(image, places.get(member_name(image)), bytes(1 if v == 1 else 0 for v in attributes),  # type: ignore[union-attr]
+                  identity, landmarks)  # type: ignore[arg-type]
 
 
 def _lines(path: Path, source: str) -> Iterator[tuple[int, list[str]]]:
