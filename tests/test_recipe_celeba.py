@@ -202,6 +202,19 @@ def test_round_trip_through_the_loopback_mirror(fmt: str, codec: str | None, mir
             ds.close()
 
 
+def test_two_workers_reading_their_own_members_give_the_same_bytes(mirror: Mirror, mirror_server: LoopbackServer,
+                                                                   tmp_path: Path) -> None:
+    """Inputs handed to worker processes (stored members by extent, deflated ones by reference)."""
+    def prepare(where: str, workers: int) -> thresher.Manifest:
+        return thresher.prepare("celeba", root=tmp_path / where, mirror=mirror_server.url, offline=True,
+                                checksums=mirror.checksums["celeba"], format="lmdb", workers=workers,
+                                shard_size=20_000, progress=False)
+
+    one, two = prepare("one", 1), prepare("two", 2)
+    assert one.dumps() == two.dumps()
+    assert len(one.splits["train"].shards) > 1, "shard_size should split train"
+
+
 # -- published facts -------------------------------------------------------------------------------
 
 
