@@ -11,8 +11,10 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 # Statuses worth asking the same URL again for: the host is busy or briefly broken.
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
@@ -101,6 +103,8 @@ def user_agent() -> str:
             version = getattr(thresher, "__version__", None)
         except ImportError:  # pragma: no cover
             version = None
+    import requests  # here, not at the top: a run that finds its files present never loads it
+
     return f"thresher/{version or 'dev'} python-requests/{requests.__version__}"
 
 
@@ -110,6 +114,8 @@ def make_session() -> requests.Session:
     ``Accept-Encoding: identity`` because checksums are of the bytes as published: a server
     that gzips a ``.gz`` on the fly must not have it transparently unpacked.
     """
+    import requests
+
     session = requests.Session()
     session.headers["User-Agent"] = user_agent()
     session.headers["Accept-Encoding"] = "identity"
