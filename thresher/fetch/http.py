@@ -6,7 +6,6 @@ dataclass that tests can shrink to milliseconds.
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 from dataclasses import dataclass
@@ -69,6 +68,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # only for a Retry-After date; it imports socket and the email package
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
