@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from thresher.atomic import check_free_space, remove
 from thresher.conversion.convert import (
     EncodePlan,
     Unit,
-    encode_unit,
+    WorkerSetup,
+    encode_work,
     first_payload,
     init_worker,
     records_per_shard,
@@ -36,6 +37,7 @@ from thresher.conversion.convert import (
 from thresher.conversion.distributed import connect, convert_split_on_cluster
 from thresher.conversion.executors import OrderedPool
 from thresher.conversion.generations import switch_to
+from thresher.conversion.pieces import InputPlan, Piece
 from thresher.conversion.progress import PROGRESS_NAME, ProgressState, resume_split
 from thresher.conversion.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.conversion.upfront import (
@@ -99,8 +101,8 @@ def prepare(
     storage = get_format(format)
     options = options or ConvertOptions()
     job = Job.of(recipe, storage.name, codec, options, splits, shard_size)
-    check_codec(storage.name, job.schema, job.codec)
-    schema, codec_name, channel_order, wanted = job.schema, job.codec, job.channel_order, job.splits
+    check_codec(storage.name, [job.schemas[split] for split in job.splits], job.codec)
+    schemas, codec_name, channel_order, wanted = job.schemas, job.codec, job.channel_order, job.splits
     root = Path(root)
     out_dir = root / recipe.key / storage.name
     downloads = Path(download_dir) if download_dir else root / recipe.key / "downloads"
@@ -116,23 +118,25 @@ def prepare(
             return reuse(previous, out_dir, wanted, started)
         # Published counts against the files' headers: an error, or with --checksums a warning.
         warnings = {split: compare_counts(recipe, split, files, overridden=checksums is not None) for split in todo}
-        plan = EncodePlan(recipe.schema, schema, options, codec_name, channel_order)
+        plans = {split: EncodePlan(recipe.split_schema(split), schemas[split], options, codec_name, channel_order)
+                 for split in todo}
         check_free_space(out_dir, _estimated_output_bytes(recipe, todo, files), "the conversion")
         client = connect(scheduler) if executor == "dask" else None
-        encoders = OrderedPool(encode_unit, workers, init_worker, (plan,)) if client is None else None
+        setup = WorkerSetup(plans, recipe, dict(files))
+        encoders = OrderedPool(encode_work, workers, init_worker, (setup,)) if client is None else None
         finisher = ShardFinisher()
         pending: list[tuple[str, PendingSplit]] = []
         try:
             for split in todo:
                 if encoders is not None:
                     pending.append((split, convert_split(
-                        recipe, split, files, storage, plan, out_dir, manifest, encoders=encoders,
+                        recipe, split, files, storage, plans[split], out_dir, manifest, encoders=encoders,
                         finisher=finisher, trusted=trusted.get(split), shard_size=shard_size, skip_bad=skip_bad,
                         progress=progress,
                     )))
                 else:
                     state, split_dir = convert_split_on_cluster(
-                        client, recipe, split, files, storage, plan, out_dir, manifest,
+                        client, recipe, split, files, storage, plans[split], out_dir, manifest,
                         shard_size=shard_size, skip_bad=skip_bad, trusted=trusted.get(split),
                     )
                     manifest.splits[split] = split_entry(storage, split_dir, out_dir, state)
@@ -187,8 +191,7 @@ def convert_split(
     """Convert one split here, encoding with ``encoders``, resuming after finished shards."""
     split_dir, state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint, trusted)
     start = state.consumed
-    stream = skip_records(recipe.records(split, files), start)
-    encoded = encoders.map(units(stream, start, unit_size(plan)))
+    encoded = (unit for done in encoders.map(_work(recipe, split, files, start, unit_size(plan))) for unit in done)
 
     def shard_done(result: ShardResult) -> None:
         state.record(result.index, result.entry, result.skip_notes)
@@ -224,6 +227,15 @@ def convert_split(
         if bar is not None:
             bar.close()
     return PendingSplit(sink, storage, split_dir, out_dir, state)
+
+
+def _work(recipe: Recipe, split: str, files: Mapping[str, Path], start: int, size: int) -> Iterator[Unit | Piece]:
+    """What the encoders get from ``start`` on: pieces they read themselves when the recipe has
+    inputs, else units read here from its single stream."""
+    inputs = recipe.inputs(split, files)
+    if inputs is None:
+        return units(skip_records(recipe.records(split, files), start), start, size, split)
+    return InputPlan(inputs).pieces(split, start, size)
 
 
 class PendingSplit:

@@ -46,6 +46,7 @@ class Job:
     format: str
     codec: str | None  # None for a format that stores arrays per field
     schema: Schema  # as stored, after the options
+    schemas: dict[str, Schema]  # every split's, as stored
     channel_order: str
     options: ConvertOptions
     splits: list[str]
@@ -54,13 +55,14 @@ class Job:
     @classmethod
     def of(cls, recipe: Recipe, format: str, codec: str | None, options: ConvertOptions,
            splits: Iterable[str] | None, shard_size: int) -> Job:
-        """Unknown formats and splits are refused here; whether the codec suits the schema is :func:`check_codec`'s."""
+        """Unknown formats and splits are refused here; whether the codec suits the schemas is :func:`check_codec`'s."""
         name = codec_name(recipe, format, codec)  # refuses an unknown format first, as get_format does
-        schema = output_schema(recipe.schema, options)
         wanted = list(splits) if splits else list(recipe.split_names)
         for split in wanted:
             recipe.split(split)
-        return cls(recipe, format, name, schema, pixel_order(recipe, schema, options), options, wanted, shard_size)
+        schemas = {split: output_schema(recipe.split_schema(split), options) for split in recipe.split_names}
+        return cls(recipe, format, name, output_schema(recipe.schema, options), schemas,
+                   pixel_order(recipe, list(schemas.values()), options), options, wanted, shard_size)
 
     def manifest(self, sources: list[dict[str, Any]]) -> Manifest:
         """The manifest this job's output will have, splits still empty, for these sources (:func:`source_entries`)."""
@@ -70,6 +72,7 @@ class Job:
                 self.recipe, self.splits), options=self.options.to_json(), schema=self.schema,
             sources=sources,
             splits={}, created_by=f"thresher {__version__}", shard_size=self.shard_size,
+            split_schemas={split: self.schemas[split] for split in self.recipe.own_split_schemas},
         )
         manifest.generation = manifest.generation_name
         return manifest
@@ -129,8 +132,8 @@ def codec_name(recipe: Recipe, format: str, codec: str | None) -> str | None:
     return codec or recipe.default_codec if uses_codec(format) else codec
 
 
-def check_codec(format: str, schema: Schema, codec: str | None) -> None:
-    """Refuse a codec the format or the schema cannot take, before anything is downloaded."""
+def check_codec(format: str, schemas: list[Schema], codec: str | None) -> None:
+    """Refuse a codec the format or a split's schema cannot take, before anything is downloaded."""
     if not uses_codec(format):
         if codec is not None:
             raise UnsupportedCodecError(
@@ -138,16 +141,18 @@ def check_codec(format: str, schema: Schema, codec: str | None) -> None:
             )
         from thresher.formats.hdf5_format import check_schema
 
-        check_schema(schema)
+        for schema in schemas:
+            check_schema(schema)
         return
     from thresher.codecs import get_codec
 
-    get_codec(codec).check(schema)
+    for schema in schemas:
+        get_codec(codec).check(schema)
 
 
-def pixel_order(recipe: Recipe, schema: Schema, options: ConvertOptions) -> str:
+def pixel_order(recipe: Recipe, schemas: list[Schema], options: ConvertOptions) -> str:
     """Channel order of stored raw pixels: the Caffe tool's for this data unless asked otherwise."""
-    images = [f for f in schema if type(f) is Image]  # colour photos; label maps have no channel order
+    images = [f for schema in schemas for f in schema if type(f) is Image]  # photos; label maps have no order
     if not images:
         return "NONE"
     if all(f.shape is not None and f.shape[2] == 1 for f in images):
