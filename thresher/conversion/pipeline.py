@@ -34,7 +34,7 @@ from thresher.conversion.convert import (
     unit_size,
     units,
 )
-from thresher.conversion.distributed import connect, convert_split_on_cluster
+from thresher.conversion.distributed import connect, convert_splits_on_cluster
 from thresher.conversion.executors import OrderedPool
 from thresher.conversion.generations import switch_to
 from thresher.conversion.pieces import InputPlan, Piece
@@ -127,18 +127,17 @@ def prepare(
         finisher = ShardFinisher()
         pending: list[tuple[str, PendingSplit]] = []
         try:
-            for split in todo:
-                if encoders is not None:
+            if encoders is not None:
+                for split in todo:
                     pending.append((split, convert_split(
                         recipe, split, files, storage, plans[split], out_dir, manifest, encoders=encoders,
                         finisher=finisher, trusted=trusted.get(split), shard_size=shard_size, skip_bad=skip_bad,
                         progress=progress,
                     )))
-                else:
-                    state, split_dir = convert_split_on_cluster(
-                        client, recipe, split, files, storage, plans[split], out_dir, manifest,
-                        shard_size=shard_size, skip_bad=skip_bad, trusted=trusted.get(split),
-                    )
+            else:
+                ran = convert_splits_on_cluster(client, recipe, todo, files, storage, plans, out_dir, manifest,
+                                                shard_size=shard_size, skip_bad=skip_bad, trusted=trusted)
+                for split, (state, split_dir) in ran.items():
                     manifest.splits[split] = split_entry(storage, split_dir, out_dir, state)
             for split, converted in pending:
                 manifest.splits[split] = converted.result()
