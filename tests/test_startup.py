@@ -112,3 +112,15 @@ def test_other_options_or_a_changed_source_are_not_taken_for_done(prepared: tupl
     proc = thresher(*args)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert name in proc.stderr and "nothing to do" not in proc.stdout
+
+
+def test_the_format_table_says_what_each_format_class_says() -> None:
+    """``uses_codec`` answers without importing a format; it must agree with the class it stands for."""
+    from thresher.formats import FORMATS, get_format, uses_codec
+
+    assert FORMATS == ("lmdb", "minidb", "hdf5")
+    for name in FORMATS:
+        storage = get_format(name)
+        assert (storage.name, storage.uses_codec) == (name, uses_codec(name))
+    with pytest.raises(ValueError, match="unknown format 'tar'; choose one of lmdb, minidb, hdf5"):
+        uses_codec("tar")
