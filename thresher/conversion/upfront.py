@@ -68,10 +68,9 @@ class Job:
         """The manifest this job's output will have, splits still empty, for these sources (:func:`source_entries`)."""
         manifest = Manifest(
             recipe=self.recipe.key, recipe_version=self.recipe.version, format=self.format, codec=self.codec,
-            channel_order=self.channel_order, layout=pixel_layout(self.codec), key_format=key_format(
-                self.recipe, self.splits), options=self.options.to_json(), schema=self.schema,
-            sources=sources,
-            splits={}, created_by=f"thresher {__version__}", shard_size=self.shard_size,
+            channel_order=self.channel_order, layout=pixel_layout(self.codec),
+            key_format=key_format(self.recipe, self.splits), options=self.options.to_json(), schema=self.schema,
+            sources=sources, splits={}, created_by=f"thresher {__version__}", shard_size=self.shard_size,
             split_schemas={split: self.schemas[split] for split in self.recipe.own_split_schemas},
         )
         manifest.generation = manifest.generation_name
@@ -98,8 +97,10 @@ def already_prepared(
 
     It checks what ``prepare`` checks before deciding so (sources present and verified, the same
     fingerprint, every wanted split's shards unchanged, re-hashed with ``verify``), links the split
-    paths and reports the run as ``prepare`` does. On None, call ``prepare``: it decides again under
-    its own lock, since another process may have changed the output in between.
+    paths and reports the run as ``prepare`` does. The codec is not checked against the schemas
+    again: an output of the same fingerprint passed that check when it was written. On None, call
+    ``prepare``: it decides again under its own lock, since another process may have changed the
+    output in between.
     """
     started = time.monotonic()
     recipe = usable_recipe(name)
