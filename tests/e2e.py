@@ -79,6 +79,76 @@ def assert_prepared_exactly(manifest: Any, out: Path, recipe: Recipe, records: d
         ds.close()
 
 
+@dataclass
+class Served:
+    """A registered recipe's miniature (``NAME`` or ``NAME/VARIANT``) on a loopback mirror."""
+
+    key: str
+    url: str
+    miniature: Miniature
+    checksums: Path
+
+    def prepare(self, out: Path, **options: Any) -> Any:
+        import thresher
+
+        return thresher.prepare(self.key, root=out, mirror=self.url, offline=True, checksums=self.checksums,
+                                progress=False, **options)
+
+    def assert_workers_agree(self, out: Path, shard_size: int) -> None:
+        """One and two workers (inputs read in the workers) write byte-identical LMDB shards, several in a split."""
+        one = self.prepare(out / "one", format="lmdb", workers=1, shard_size=shard_size)
+        two = self.prepare(out / "two", format="lmdb", workers=2, shard_size=shard_size)
+        assert one.dumps() == two.dumps()
+        assert any(len(entry.shards) > 1 for entry in one.splits.values()), "shard_size should split a split"
+
+    def round_trip(self, out: Path, fmt: str, codec: str | None, datum_splits: tuple[str, ...]) -> Any:
+        """Prepare every split and read each back exactly; with Datum where it refuses some splits, only
+        ``datum_splits`` (the image-and-label ones) after checking the refusal."""
+        import pytest
+
+        from thresher.errors import UnsupportedCodecError
+        from thresher.registry import get_recipe
+
+        recipe = get_recipe(self.key)
+        splits = recipe.split_names
+        if not recipe_supports(recipe, codec):
+            with pytest.raises(UnsupportedCodecError):
+                self.prepare(out, format=fmt, codec=codec)
+            splits = datum_splits
+        manifest = self.prepare(out, format=fmt, codec=codec, splits=list(splits))
+        assert set(manifest.splits) == set(splits)
+        assert_prepared_exactly(manifest, out / self.key / fmt, recipe, self.miniature.records,
+                                f"{self.key}/{fmt}/{codec}")
+        return manifest
+
+
+@contextlib.contextmanager
+def served_miniature(key: str, root: Path) -> Iterator[Served]:
+    """Write ``key``'s miniature under ``root`` and serve it from 127.0.0.1 while inside."""
+    from server import LoopbackServer
+
+    from thresher.registry import get_recipe
+
+    recipe = get_recipe(key)
+    (root / "www" / recipe.name).mkdir(parents=True)
+    miniature = recipe.write_miniature(root / "www" / recipe.name)
+    checksums = write_checksums(miniature.files, root / "checksums.tsv")
+    with LoopbackServer(root / "www", name="mirror") as server:
+        yield Served(key, server.url, miniature, checksums)
+
+
+def served_fixture(key: str) -> Any:
+    """A module-scoped pytest fixture serving ``key``'s miniature (write ``served = served_fixture(KEY)``)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+        with served_miniature(key, tmp_path_factory.mktemp(key.replace("/", "-") + "-mirror")) as found:
+            yield found
+
+    return served
+
+
 def recipe_supports(recipe: Recipe, codec: str | None) -> bool:
     return codec != "datum" or recipe.default_codec == "datum"
 

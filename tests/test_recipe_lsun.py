@@ -7,18 +7,14 @@ import io
 import os
 import struct
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
 import pytest
-from e2e import FORMAT_CODECS, assert_prepared_exactly, recipe_supports
+from e2e import FORMAT_CODECS, served_fixture
 from PIL import Image
-from server import LoopbackServer
 
-import thresher
-from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError, UnsupportedCodecError
-from thresher.miniature import write_checksums
+from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError
 from thresher.recipe import BadRecord, Miniature
 from thresher.recipes import lsun
 from thresher.registry import get_recipe
@@ -349,35 +345,12 @@ def test_published_facts() -> None:
 # -- end to end through the loopback server --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Miniature, Path]]:
-    """lsun/all's miniature on a loopback mirror: its URL, the miniature and a --checksums file."""
-    root = tmp_path_factory.mktemp("lsun-mirror")
-    (root / "www" / "lsun").mkdir(parents=True)
-    mini = get_recipe("lsun/all").write_miniature(root / "www" / "lsun")
-    checksums = write_checksums(mini.files, root / "lsun.tsv")
-    with LoopbackServer(root / "www", name="mirror") as server:
-        yield server.url, mini, checksums
-
-
-def prepare_all(served: tuple[str, Miniature, Path], out: Path, **options) -> thresher.Manifest:
-    url, _, checksums = served
-    return thresher.prepare("lsun/all", root=out, mirror=url, offline=True, checksums=checksums, progress=False,
-                            **options)
+served = served_fixture("lsun/all")
 
 
 @pytest.mark.parametrize(("fmt", "codec"), FORMAT_CODECS)
 def test_lsun_all_round_trips_through_the_mirror(fmt: str, codec: str | None, served, tmp_path: Path) -> None:
-    recipe, mini = get_recipe("lsun/all"), served[1]
-    if not recipe_supports(recipe, codec):
-        with pytest.raises(UnsupportedCodecError):
-            prepare_all(served, tmp_path, format=fmt, codec=codec)
-        manifest = prepare_all(served, tmp_path, format=fmt, codec=codec, splits=["train", "validation"])
-        assert set(manifest.splits) == {"train", "validation"}  # Datum holds the labelled splits
-    else:
-        manifest = prepare_all(served, tmp_path, format=fmt, codec=codec)
-        assert set(manifest.splits) == set(recipe.split_names)
-    assert_prepared_exactly(manifest, tmp_path / "lsun/all" / fmt, recipe, mini.records, f"lsun/all/{fmt}/{codec}")
+    served.round_trip(tmp_path, fmt, codec, datum_splits=("train", "validation"))  # Datum: the labelled splits
     downloads = list(tmp_path.rglob("bedroom_val_lmdb/data.mdb"))
     assert len(downloads) == 1 and stamp_path(downloads[0]).is_file()  # extracted beside the download
 
@@ -386,7 +359,4 @@ def test_two_workers_reading_their_own_leaf_pages_give_the_same_bytes(served, tm
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Inputs (runs of leaf pages) handed to worker processes, which find the extraction done."""
     monkeypatch.setattr(lsun, "RECORDS_PER_INPUT", 2)
-    one = prepare_all(served, tmp_path / "one", format="lmdb", workers=1, shard_size=3000)
-    two = prepare_all(served, tmp_path / "two", format="lmdb", workers=2, shard_size=3000)
-    assert one.dumps() == two.dumps()
-    assert len(one.splits["train"].shards) > 1, "shard_size should split train"
+    served.assert_workers_agree(tmp_path, shard_size=3000)

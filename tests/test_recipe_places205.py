@@ -5,19 +5,16 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e import FORMAT_CODECS, assert_prepared_exactly
+from e2e import FORMAT_CODECS, served_fixture
 from PIL import Image
-from server import LoopbackServer
 
 import thresher
 from thresher.acquire import manual_instructions
-from thresher.errors import MalformedDataError, UnsupportedCodecError
+from thresher.errors import MalformedDataError
 from thresher.fetch.downloader import ManualDownloadRequired
-from thresher.miniature import write_checksums
 from thresher.recipe import BadRecord, Miniature
 from thresher.recipes import places205
 from thresher.recipes.places205 import IMAGE_ROOT, IMAGES, LISTS, RECIPE
@@ -221,42 +218,16 @@ def test_published_facts_and_the_one_screen_instructions(tmp_path: Path) -> None
 # -- end to end through the loopback server --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Miniature, Path]]:
-    """The miniature on a loopback mirror (which also serves the by-hand file): URL, miniature, --checksums."""
-    root = tmp_path_factory.mktemp("places205-mirror")
-    (root / "www" / "places205").mkdir(parents=True)
-    mini = RECIPE.write_miniature(root / "www" / "places205")
-    checksums = write_checksums(mini.files, root / "places205.tsv")
-    with LoopbackServer(root / "www", name="mirror") as server:
-        yield server.url, mini, checksums
-
-
-def prepare(served: tuple[str, Miniature, Path], out: Path, **options) -> thresher.Manifest:
-    url, _, checksums = served
-    return thresher.prepare("places205", root=out, mirror=url, offline=True, checksums=checksums, progress=False,
-                            **options)
+served = served_fixture("places205")
 
 
 @pytest.mark.parametrize(("fmt", "codec"), FORMAT_CODECS)
 def test_places205_round_trips_through_the_mirror(fmt: str, codec: str | None, served, tmp_path: Path) -> None:
-    if codec == "datum":  # Datum holds image and label: not the classes split, fine for the others
-        with pytest.raises(UnsupportedCodecError):
-            prepare(served, tmp_path, format=fmt, codec=codec)
-        manifest = prepare(served, tmp_path, format=fmt, codec=codec, splits=["train", "validation"])
-        assert set(manifest.splits) == {"train", "validation"}
-    else:
-        manifest = prepare(served, tmp_path, format=fmt, codec=codec)
-        assert set(manifest.splits) == set(RECIPE.split_names)
-    assert_prepared_exactly(manifest, tmp_path / "places205" / fmt, RECIPE, served[1].records,
-                            f"places205/{fmt}/{codec}")
+    served.round_trip(tmp_path, fmt, codec, datum_splits=("train", "validation"))  # Datum: not the classes split
 
 
 def test_two_workers_reading_their_own_lines_give_the_same_bytes(served, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Inputs (runs of list lines with their images' extents) handed to worker processes."""
     monkeypatch.setattr(places205, "LINES_PER_INPUT", 20)
-    one = prepare(served, tmp_path / "one", format="lmdb", workers=1, shard_size=8000)
-    two = prepare(served, tmp_path / "two", format="lmdb", workers=2, shard_size=8000)
-    assert one.dumps() == two.dumps()
-    assert len(one.splits["train"].shards) > 1, "shard_size should split train"
+    served.assert_workers_agree(tmp_path, shard_size=8000)
