@@ -120,7 +120,7 @@ class Lsun(Recipe):
                    "deep-learning-assisted human labelling loop; 300 validation images per category and a "
                    "10,000-image test set without labels. Images are resized so the shorter side is 256 and "
                    "kept as published (JPEG or WebP bytes). Choose a category as lsun/<category>, or lsun/all.")
-    homepage = "https://www.yf.io/p/lsun"
+    homepage = "https://github.com/fyu/lsun"
     license = "not stated by the publisher (the download code is MIT-licensed)"
     citation = ("@article{yu15lsun, title={{LSUN}: Construction of a Large-scale Image Dataset using Deep "
                 "Learning with Humans in the Loop}, author={Yu, Fisher and Zhang, Yinda and Song, Shuran and "
