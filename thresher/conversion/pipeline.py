@@ -106,7 +106,7 @@ def prepare(
         recipe.split(split)
     root = Path(root)
     out_dir = root / recipe.key / storage.name
-    downloads = Path(download_dir) if download_dir else root / recipe.key / "downloads"
+    downloads = Path(download_dir) if download_dir else root / recipe.name / "downloads"  # shared by variants
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with file_lock(out_dir / ".prepare.lock", timeout=None), walking_each_tar_once():
