@@ -14,7 +14,7 @@ from e2e import FORMAT_CODECS
 from server import LoopbackServer
 
 import thresher
-from thresher.errors import MalformedDataError, UnsupportedCodecError
+from thresher.errors import CorruptArchiveError, MalformedDataError, UnsupportedCodecError
 from thresher.features import Mask
 from thresher.miniature import write_checksums
 from thresher.recipe import BadRecord, Miniature, Record
@@ -242,8 +242,15 @@ def test_segmentation_of_another_size_than_its_photo_is_a_bad_record(mini: Minia
 
 def test_segmentations_file_that_is_not_an_archive_is_named(mini: Miniature) -> None:
     mini.files[SEGMENTATIONS].write_bytes(b"<!DOCTYPE html><html>Not Found</html>" * 20)
-    with pytest.raises(MalformedDataError, match=SEGMENTATIONS):
+    with pytest.raises(MalformedDataError, match=f"{SEGMENTATIONS}.*not an archive"):
         records("train", mini.files)
+
+
+def test_truncated_segmentations_archive_is_named(mini: Miniature) -> None:
+    data = mini.files[SEGMENTATIONS].read_bytes()
+    mini.files[SEGMENTATIONS].write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptArchiveError, match=SEGMENTATIONS):
+        records("test", mini.files)
 
 
 # -- end to end, over HTTP, in every format --------------------------------------------------------
