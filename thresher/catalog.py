@@ -25,6 +25,9 @@ def render() -> str:
                       + (f" (`pip install 'thresher[{recipe.extra}]'`)." if recipe.extra else "."), ""]
         for edition in recipe.editions():
             lines += [f"Fields of `{edition.key}`:", "", *(f"* {line}" for line in edition.schema.describe()), ""]
+            for split, schema in edition.own_split_schemas.items():
+                lines += [f"Fields of `{edition.key}` split `{split}`:", "",
+                          *(f"* {line}" for line in schema.describe()), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
