@@ -313,3 +313,23 @@ def test_editions_share_one_downloads_folder(served: tuple[Miniature, Path, Path
     assert not (root / "flowers102" / "segmented" / "downloads").exists()
     assert (root / "flowers102" / "minidb" / "manifest.json").is_file()
     assert (root / "flowers102" / "segmented" / "minidb" / "manifest.json").is_file()
+
+
+def test_resize_keeps_the_mask_a_label_map(served: tuple[Miniature, Path, Path], tmp_path: Path) -> None:
+    """``--resize``: the photo is resampled bilinearly, the mask by nearest neighbour (no value between 0 and 1)."""
+    from PIL import Image
+
+    from thresher.transforms import ConvertOptions
+
+    miniature, www, checksums = served
+    with LoopbackServer(www, name="mirror") as srv:
+        manifest = thresher.prepare("flowers102/segmented", root=tmp_path / "root", format="hdf5", mirror=srv.url,
+                                    offline=True, checksums=checksums, progress=False,
+                                    options=ConvertOptions(resize=(24, 20)))
+    ds = thresher.open(manifest.directory / "test")
+    for i, expected in enumerate(miniature.records["test"]):
+        got = ds[i]
+        assert got["image"].shape[:2] == (24, 20) and got["mask"].shape == (24, 20)
+        truth = Image.open(io.BytesIO(expected["mask"])).resize((20, 24), Image.Resampling.NEAREST)
+        np.testing.assert_array_equal(got["mask"], np.asarray(truth))
+    ds.close()
