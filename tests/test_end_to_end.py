@@ -45,8 +45,8 @@ def test_recipe_round_trips_exactly(name: str, fmt: str, codec: str | None, mirr
         ds = thresher.open(tmp_path / name / fmt / split, decode=False)
         assert len(ds) == len(want)
         got = [ds[i] for i in range(len(ds))]
-        assert_same_records(got, want, recipe.schema, f"{name}/{fmt}/{codec}/{split}")
-        assert_same_records(list(ds), want, recipe.schema, f"{name}/{fmt}/{codec}/{split} iterated")
+        assert_same_records(got, want, recipe.split_schema(split), f"{name}/{fmt}/{codec}/{split}")
+        assert_same_records(list(ds), want, recipe.split_schema(split), f"{name}/{fmt}/{codec}/{split} iterated")
         ds.close()
 
 
