@@ -56,6 +56,7 @@ __all__ = [
     "RequestLog",
     "ShortBody",
     "Stall",
+    "Meet",
     "Status",
     "WrongContentRange",
     "unused_url",
@@ -135,6 +136,18 @@ class Stall(Fault):
 
     after: int = 0
     seconds: float = 1.0
+
+
+@dataclass
+class Meet(Stall):
+    """Send ``after`` body bytes, then wait until every request sharing ``barrier`` is waiting too.
+
+    Proves downloads run at the same time without timing them: if they run one by one, the
+    barrier is never full, and after ``seconds`` it breaks and ``missed`` is set.
+    """
+
+    barrier: threading.Barrier | None = None
+    missed: bool = False
 
 
 HTML_PAGES = {
@@ -469,7 +482,13 @@ class _Handler(BaseHTTPRequestHandler):
         while sent < len(body):
             if stall_at is not None and sent >= stall_at:
                 self.wfile.flush()
-                self.server.owner._stop.wait(fault.seconds)  # type: ignore[union-attr]
+                if isinstance(fault, Meet) and fault.barrier is not None:
+                    try:
+                        fault.barrier.wait(fault.seconds)
+                    except threading.BrokenBarrierError:
+                        fault.missed = True
+                else:
+                    self.server.owner._stop.wait(fault.seconds)  # type: ignore[union-attr]
                 stall_at = None
             step = CHUNK
             if stall_at is not None:
