@@ -151,6 +151,9 @@ def test_variant_prepares_into_its_own_directory_from_cli_and_api(
     assert not (root / "duo" / "lmdb").exists() and not (root / "duo" / "hdf5").exists()
     assert sorted(p.name for p in (root / "duo" / "downloads").glob("duo-*.txt")) == ["duo-a.txt", "duo-b.txt"]
     assert "\nduo-a.txt\t" in cli(env, "checksums", "duo/a", "--root", root).stdout  # the CLI finds it there too
+    again = cli(env, "prepare", "duo/b", "--root", root, "--mirror", srv.url, "--offline", "--checksums", checksums["b"])
+    assert "already prepared" in again.stdout, again.stdout + again.stderr  # the CLI's no-op path finds them too
+    assert not (root / "duo" / "b" / "downloads").exists()
 
 
 def test_unknown_variant_and_variants_in_info(env: dict[str, str]) -> None:
@@ -217,12 +220,6 @@ def test_variant_names_that_would_share_a_directory_are_refused(fake_package: Pa
                             + ("downloads, lmdb, minidb, hdf5" if plain else "downloads")]
     else:
         assert problems == [] and registry.get_recipe(f"plain/{variant}").key == f"plain/{variant}"
-
-
-def test_storage_names_are_the_formats() -> None:
-    from thresher.formats import FORMATS
-
-    assert tuple(FORMATS) == registry.STORAGE_NAMES
 
 
 def test_plain_name_is_the_plain_edition_beside_named_variants(fake_package: Path, here: None) -> None:

@@ -255,6 +255,10 @@ class Recipe:
     def editions(self) -> list[Recipe]:
         return [self.with_variant(v) for v in self.edition_names]
 
+    def download_directory(self, root: Path | str) -> Path:
+        """``ROOT/NAME/downloads``: every edition of a recipe keeps its files there, so shared ones download once."""
+        return Path(root) / self.name / "downloads"
+
     def with_variant(self, name: str | None) -> Recipe:
         """This recipe as variant ``name`` (NAME alone for ``None``: see ``default_variant``)."""
         if not self.variants:

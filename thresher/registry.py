@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from functools import cache
 
 from thresher.errors import ThresherError
+from thresher.formats import FORMATS
 from thresher.recipe import Recipe
 
 PACKAGES_VARIABLE = "THRESHER_RECIPE_PACKAGES"
-# The output directories a plain edition writes beside its variants (thresher.formats' names,
-# spelled out here because importing the formats loads lmdb and h5py; a test keeps them equal).
-STORAGE_NAMES = ("lmdb", "minidb", "hdf5")
 
 
 class MissingDependencyError(ThresherError):
@@ -89,7 +87,7 @@ def _naming_problem(recipe: Recipe, found: _Found) -> str:
     if recipe.name in found.recipes:
         return "is already defined by another module"
     # ROOT/NAME/downloads is shared by every edition; with a plain edition, ROOT/NAME/<format> is its output.
-    taken = ("downloads", *(STORAGE_NAMES if recipe.plain_edition else ()))
+    taken = ("downloads", *(FORMATS if recipe.plain_edition else ()))
     clash = next((v for v in recipe.variant_names if v in taken or "/" in v or not v), None)
     if clash is not None:
         return f"has a variant named {clash!r}, which cannot be a directory beside {', '.join(taken)}"
