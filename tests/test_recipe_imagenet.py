@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tarfile
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from e2e import FORMAT_CODECS, assert_same_records, tree_bytes
 from PIL import Image
+from recipe_packages import recipe_package
 
 import thresher
 from thresher.acquire import manual_instructions
@@ -161,8 +165,9 @@ def test_the_manual_screen_names_files_sizes_checksums_and_the_directory(tmp_pat
     assert len(screen.splitlines()) <= 25
 
 
-def place(mini: Miniature, root: Path) -> Path:
-    downloads = root / "imagenet" / "downloads"
+def place(mini: Miniature, root: Path, name: str = "imagenet") -> Path:
+    """The miniature's files put where ``prepare`` looks for manual downloads; a checksums file for them."""
+    downloads = root / name / "downloads"
     downloads.mkdir(parents=True)
     for name, path in mini.files.items():
         (downloads / name).write_bytes(path.read_bytes())
@@ -223,6 +228,43 @@ def test_two_workers_write_what_one_writes(mini: Miniature, tmp_path: Path) -> N
     two = prepare(tmp_path / "two", checksums, shard_size=3000, workers=2)
     assert len(one.splits["train"].shards) >= 3
     assert tree_bytes(one.directory) == tree_bytes(two.directory)
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``imagenet_logged``: this recipe logging each input it reads, importable in worker processes too."""
+    with recipe_package(tmp_path_factory.mktemp("pkgs"), "imagenet_test_recipes", "imagenet_logged") as root:
+        yield root
+
+
+@pytest.fixture(scope="module")
+def cluster(logged: Path) -> Iterator[Any]:
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None) as local:
+        yield local
+
+
+def test_dask_tasks_read_only_their_classes_and_equal_a_local_run(mini: Miniature, cluster: Any,
+                                                                  tmp_path: Path) -> None:
+    runs = {}
+    for run, kwargs in (("local", {}), ("dask", {"executor": "dask", "scheduler": cluster.scheduler_address})):
+        checksums = place(mini, tmp_path / run, "imagenet_logged")
+        runs[run] = thresher.prepare("imagenet_logged", root=tmp_path / run, offline=True, checksums=checksums,
+                                     progress=False, splits=["train"], shard_size=3000, **kwargs)
+    local, remote = runs["local"], runs["dask"]
+    assert len(remote.splits["train"].shards) >= 3
+    assert tree_bytes(remote.directory) == tree_bytes(local.directory)
+    classes = [(part.name, part.records) for part in RECIPE.inputs("train", mini.files)]
+    per_shard = remote.splits["train"].records_per_shard
+    ends = np.cumsum([0] + [count for _, count in classes])
+    expected = Counter({classes[0][0]: 1})  # the client reads the first record, for the shard plan
+    for first in range(0, ends[-1], per_shard):
+        expected.update(name for n, (name, _) in enumerate(classes)
+                        if ends[n] < first + per_shard and ends[n + 1] > first)
+    log = (tmp_path / "dask" / "imagenet_logged" / "downloads" / "reads.log").read_text().splitlines()
+    assert Counter(line.split()[1] for line in log) == expected
+    assert len({line.split()[2] for line in log} - {str(os.getpid())}) == 2, "both workers read"
 
 
 # -- malformed input ----------------------------------------------------------------------------------
