@@ -92,12 +92,12 @@ class ImageNet(Recipe):
     name = "imagenet"
     version = "1.0.0"
     title = "ImageNet Large Scale Visual Recognition Challenge 2012 (ILSVRC2012), classification"
-    description = ("1,281,167 training photos of 1,000 object classes (WordNet leaf synsets, 732 to 1,300 per "
-                   "class), 50,000 validation photos (50 per class) and 100,000 unlabelled test photos. Images "
-                   "are the published JPEGs of varying size; the label is the position of the class's WordNet "
-                   "id among the 1,000 in sorted order (as Caffe's synsets.txt and torchvision number them); "
-                   "the class names are the synset words of the devkit's meta.mat. Caffe's create_imagenet.sh "
-                   "output is --format lmdb --resize 256x256 (BGR, as convert_imageset stores it).")
+    description = ("1,281,167 training photos of 1,000 object classes (WordNet leaf synsets), 50,000 validation "
+                   "photos and 100,000 unlabelled test photos. The label is the position of the class's WordNet "
+                   "id among the 1,000 in sorted order (as Caffe's synsets.txt and torchvision number them); a "
+                   "class's name is its synset words in the devkit's meta.mat. thresher prepare makes what "
+                   "Caffe's create_imagenet.sh makes: LMDB of photos resized to 256x256, BGR; --resize none "
+                   "keeps the published JPEGs.")
     homepage = "https://image-net.org/challenges/LSVRC/2012/"
     license = "ImageNet terms of access: non-commercial research and education, after registration"
     citation = ("@article{ILSVRC15, author={Russakovsky, Olga and Deng, Jia and Su, Hao and Krause, Jonathan and "
@@ -130,6 +130,7 @@ class ImageNet(Recipe):
                 description="position of the WordNet id among meta.mat's leaf synsets, sorted"),
     ))
     channel_order = "BGR"  # photos, as convert_imageset writes them
+    default_resize = (256, 256)  # create_imagenet.sh's RESIZE=true; --resize none keeps the published files
     manual_instructions = MANUAL
 
     # -- the splits as inputs ------------------------------------------------------------------

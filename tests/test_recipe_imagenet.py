@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import tarfile
 from collections import Counter
@@ -19,6 +20,7 @@ from recipe_packages import recipe_package
 
 import thresher
 from thresher.acquire import manual_instructions
+from thresher.cli import main
 from thresher.errors import ChecksumError, CorruptArchiveError, MalformedDataError, ManualDownloadRequired
 from thresher.miniature import write_checksums
 from thresher.recipe import BadRecord, Miniature, Record
@@ -216,6 +218,20 @@ def test_resize_decodes_cmyk_and_png_to_rgb_and_keeps_others_as_published(mini: 
             assert np.abs(got.astype(np.int16) - expected).mean() < 3, name  # RGB, not CMYK read as RGB
     with thresher.open(tmp_path / "imagenet" / "hdf5" / "train", decode=False) as ds:
         assert ds.schema.fields[0].encoding == "raw"  # decoded: a CMYK JPEG and a PNG sit among raw pixels
+
+
+def test_the_cli_makes_what_create_imagenet_sh_makes_unless_told_resize_none(mini: Miniature, tmp_path: Path) -> None:
+    checksums = place(mini, tmp_path)
+    common = ["prepare", "imagenet", "--root", str(tmp_path), "--offline", "--checksums", str(checksums),
+              "--no-progress", "--splits", "train", "validation", "--codec", "datum"]
+    assert main(common) == 0
+    manifest = json.loads((tmp_path / "imagenet" / "lmdb" / "manifest.json").read_text())
+    assert manifest["options"]["resize"] == [256, 256] and manifest["channel_order"] == "BGR"
+    with thresher.open(tmp_path / "imagenet" / "lmdb" / "validation") as ds:
+        assert ds[0]["image"].shape == (256, 256, 3)
+    assert main([*common, "--format", "minidb", "--resize", "none"]) == 0
+    with thresher.open(tmp_path / "imagenet" / "minidb" / "train", decode=False) as ds:
+        assert [ds[i]["image"] for i in range(len(ds))] == [r["image"] for r in mini.records["train"]]
 
 
 # -- workers and Dask tasks take whole classes ------------------------------------------------------

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask: one task per shard on a Dask cluster (same output as local)")
     p.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")
     p.add_argument("--shard-size", type=_size, default=None, help="target shard size, e.g. 512M, 1G (default 1G)")
-    p.add_argument("--resize", type=_resize, help="HxW: decode and resize images like convert_imageset")
+    p.add_argument("--resize", type=_resize, help="HxW: decode and resize images like convert_imageset; "
+                   "none: keep them as published (default: the recipe's, as its Caffe tool makes, else none)")
     p.add_argument("--image-encoding", choices=("asis", "raw", "jpeg", "png"), default="asis",
                    help="asis keeps images as published (raw after --resize)")
     p.add_argument("--audio-encoding", choices=("raw", "flac"), default="raw")
@@ -153,7 +154,7 @@ def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 _workers = _argument(inputs.parse_workers)
 _size = _argument(inputs.parse_size)
-_resize = _argument(inputs.parse_resize)
+_resize = _argument(inputs.parse_resize_option)
 
 
 def _downloads(args: argparse.Namespace) -> Path:
@@ -257,10 +258,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from thresher.conversion.pipeline import DEFAULT_SHARD_SIZE, prepare
     from thresher.transforms import ConvertOptions
 
-    _resolve(args, usable=True)
+    recipe = _resolve(args, usable=True)
     check_directory(args.root / args.name / args.format, "--root")
     _check_fetch_paths(args)
-    options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,
+    resize = recipe.default_resize if args.resize is None else args.resize or None
+    options = ConvertOptions(image_encoding=args.image_encoding, resize=resize,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
     manifest = prepare(
         args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits,
