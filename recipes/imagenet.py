@@ -42,12 +42,12 @@ NUM_CLASSES = 1000
 NUM_TRAIN, NUM_VAL, NUM_TEST = 1_281_167, 50_000, 100_000
 TRAIN_BYTES, VAL_BYTES = 147_897_477_120, 6_744_924_160
 CHUNK = 1000  # validation and test images per input
-IMAGE_BYTES = 64 << 20  # no per-image size is published; the largest photo is a few MB
+IMAGE_BYTES = 64 << 20  # no per-image size is published: a bound of our own for one photo
 # The train tar holds a tar per class; each class tar holds that class's photos.
 TRAIN_LIMITS = Contents(TRAIN_BYTES, NUM_CLASSES).limits()
 PHOTO_LIMITS = Contents(TRAIN_BYTES, NUM_TRAIN).limits(max_member_size=IMAGE_BYTES, max_read_size=IMAGE_BYTES)
 VAL_LIMITS = Contents(VAL_BYTES, NUM_VAL).limits(max_member_size=IMAGE_BYTES, max_read_size=IMAGE_BYTES)
-# Neither the test tar's nor the devkit's size is published: bounds of our own, far above both.
+# Neither the test tar's nor the devkit's unpacked size is published: bounds of our own.
 TEST_LIMITS = Limits(max_members=2 * NUM_TEST, max_member_size=IMAGE_BYTES, max_read_size=IMAGE_BYTES,
                      max_total_size=4 * VAL_BYTES, basis="our bound: the test tar's size is not published")
 DEVKIT_LIMITS = Limits(max_members=1000, max_member_size=64 << 20, max_total_size=256 << 20, max_read_size=64 << 20,
@@ -66,11 +66,10 @@ ODD_FILES = CMYK_FILES + PNG_FILES
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG"}
 
 MANUAL = """\
-ImageNet is free for non-commercial research and education, after registration:
-  1. sign up at https://image-net.org/signup and accept the terms of access;
-  2. on https://image-net.org/download-images open "ILSVRC2012" and download the four files below
-     (train is 138 GiB; validation 6.3 GiB; the test images and the development kit t1-2);
-  3. put them, unrenamed and unpacked, in the directory below. Nothing is extracted: thresher reads the tars."""
+ImageNet is free for non-commercial research and education, after registration: make an account on
+https://image-net.org and accept its terms of access; the ILSVRC2012 files are then downloadable from
+the addresses below while you are logged in. Put the four files in the directory below under these
+names, as downloaded: not renamed, not unpacked (thresher reads the tars in place)."""
 
 
 def _source(filename: str, size: int | None = None, md5: str | None = None, sha256: str | None = None,
@@ -98,7 +97,7 @@ class ImageNet(Recipe):
                    "class's name is its synset words in the devkit's meta.mat. thresher prepare makes what "
                    "Caffe's create_imagenet.sh makes: LMDB of photos resized to 256x256, BGR; --resize none "
                    "keeps the published JPEGs.")
-    homepage = "https://image-net.org/challenges/LSVRC/2012/"
+    homepage = "https://image-net.org/"
     license = "ImageNet terms of access: non-commercial research and education, after registration"
     citation = ("@article{ILSVRC15, author={Russakovsky, Olga and Deng, Jia and Su, Hao and Krause, Jonathan and "
                 "Satheesh, Sanjeev and Ma, Sean and Huang, Zhiheng and Karpathy, Andrej and Khosla, Aditya and "
