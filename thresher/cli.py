@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=_size, default=None, help="target shard size, e.g. 512M, 1G (default 1G)")
     p.add_argument("--resize", type=_resize,
                    help="HxW: decode and resize images like convert_imageset; short=N: the shorter side to N, "
-                        "aspect kept")
+                        "aspect kept; none: keep them as published (default: the recipe's, as its Caffe tool "
+                        "makes, else none)")
     p.add_argument("--resampler", choices=("pillow", "opencv"), default="pillow",
                    help="pillow (default): antialiased bilinear; opencv: INTER_LINEAR as convert_imageset "
                         "(pip install 'thresher[opencv]')")
@@ -158,7 +159,7 @@ def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 _workers = _argument(inputs.parse_workers)
 _size = _argument(inputs.parse_size)
-_resize = _argument(inputs.parse_resize)
+_resize = _argument(inputs.parse_resize_option)
 
 
 def _downloads(args: argparse.Namespace) -> Path:
@@ -263,11 +264,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from thresher.conversion.upfront import DEFAULT_SHARD_SIZE, already_prepared
     from thresher.options import ConvertOptions
 
-    _resolve(args, usable=True)
+    recipe = _resolve(args, usable=True)
     check_directory(args.root / args.name / args.format, "--root")
     _check_fetch_paths(args)
-    short = args.resize if isinstance(args.resize, int) else None
-    options = ConvertOptions(image_encoding=args.image_encoding, resize=None if short else args.resize,
+    resize = recipe.default_resize if args.resize is None else args.resize or None
+    short = resize if isinstance(resize, int) else None
+    options = ConvertOptions(image_encoding=args.image_encoding, resize=None if short else resize,
                              resize_short=short, resampler=args.resampler,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
     job = dict(

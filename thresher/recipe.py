@@ -168,6 +168,9 @@ class Recipe:
     # data writes them: "RGB" (convert_cifar_data), "BGR" (convert_imageset), "GRAY".
     channel_order: ClassVar[str] = "RGB"
     manual_instructions: ClassVar[str] = ""
+    # (height, width) that ``thresher prepare`` resizes photos to unless told otherwise
+    # (``--resize none`` keeps them as published): what the Caffe tool for this data makes.
+    default_resize: ClassVar[tuple[int, int] | None] = None
     # Modules imported only inside the recipe's functions, and the pip extra that brings them:
     # the recipe lists without them, and preparing it says what to install.
     requires: ClassVar[tuple[str, ...]] = ()
