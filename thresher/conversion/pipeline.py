@@ -82,6 +82,7 @@ def prepare(
     executor: str = "local",
     scheduler: str | None = None,
     verify: bool = False,
+    arguments: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Download, verify and convert a dataset; return its manifest. Re-running a finished job does nothing.
 
@@ -90,14 +91,15 @@ def prepare(
     one task per shard on the Dask cluster at ``scheduler`` (the root must be on a filesystem
     every worker sees); the output is the same as a local run's, byte for byte. An existing
     output is trusted after a check of its files' sizes, or of their hashes with ``verify=True``;
-    a split that fails it is written again from its first damaged shard.
+    a split that fails it is written again from its first damaged shard. ``arguments`` go to a
+    recipe that reads the user's own files (``{"source": DIR}`` for ``images``).
     """
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
     check_workers(workers)
     check_shard_size(shard_size)
     started = time.monotonic()
-    recipe = usable_recipe(name)
+    recipe = usable_recipe(name).with_arguments(arguments or {})
     storage = get_format(format)
     options = options or ConvertOptions()
     wanted = list(splits) if splits else list(recipe.split_names)
@@ -108,8 +110,8 @@ def prepare(
     codec_name = choose_codec(recipe, storage, [schemas[split] for split in wanted], codec)
     channel_order = pixel_order(recipe, list(schemas.values()), options)
     root = Path(root)
-    out_dir = root / recipe.key / storage.name
-    downloads = Path(download_dir) if download_dir else root / recipe.key / "downloads"
+    out_dir = root / recipe.directory / storage.name
+    downloads = Path(download_dir) if download_dir else root / recipe.directory / "downloads"
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with file_lock(out_dir / ".prepare.lock", timeout=None), walking_each_tar_once():
@@ -119,12 +121,14 @@ def prepare(
             recipe=recipe.key, recipe_version=recipe.version, format=storage.name, codec=codec_name,
             channel_order=channel_order, layout=pixel_layout(codec_name, storage),
             key_format=key_format(recipe, wanted), options=options.to_json(), schema=schema,
-            sources=[source_entry(fn, path) for fn, path in sorted(files.items())],
+            sources=[source_entry(fn, path) for fn, path in sorted(files.items())] + recipe.local_sources(),
             splits={}, created_by=f"thresher {__version__}", shard_size=shard_size,
             split_schemas={split: schemas[split] for split in recipe.own_split_schemas},
         )
         manifest.generation = manifest.generation_name
         previous = _previous_manifest(out_dir)
+        if previous is not None:
+            recipe.check_output(previous.sources)
         todo, trusted = plan_work(previous, manifest, wanted, out_dir, verify=verify)
         if previous is not None and not todo:
             log.info("%s: already prepared in %s, nothing to do", recipe.key, out_dir)
