@@ -87,7 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip malformed records, count them in the manifest")
     p.add_argument("--verify", action="store_true",
                    help="re-hash an existing output before trusting it (rewrites damaged shards)")
+    _own_files_options(p)
     p.set_defaults(run=cmd_prepare)
+
+    p = commands.add_parser("mean", help="the mean image of a prepared split: mean.binaryproto, mean.npy, mean.json")
+    p.add_argument("path", type=Path, help="a split directory")
+    p.add_argument("-o", "--output", type=Path, help="where to write the three files (default: the split directory)")
+    p.add_argument("--field", help="the image field to average (default: the split's only image field)")
+    p.set_defaults(run=cmd_mean)
 
     p = commands.add_parser("verify", help="re-hash every shard and decode every record")
     p.add_argument("path", type=Path)
@@ -127,6 +134,21 @@ def _name_argument(p: argparse.ArgumentParser) -> None:
 def _root_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=Path(os.environ.get("THRESHER_ROOT", "datasets")),
                    help="data root (default ./datasets, or $THRESHER_ROOT)")
+
+
+def _own_files_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own files (the images recipe)")
+    g.add_argument("--source", help="the folder of images")
+    g.add_argument("--list", help="a list file of 'relative/path label' lines (default: one subfolder per class)")
+    g.add_argument("--split-name", help="the split's name (default: the list file's name, else train)")
+    g.add_argument("--name", dest="output_name",
+                   help="the output's name under ROOT/images/ (default: the folder's name, then '-' and the list's)")
+
+
+def _recipe_arguments(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--source/--list/--split-name/--name`` given, as the arguments a recipe receives."""
+    given = {"source": args.source, "list": args.list, "split_name": args.split_name, "name": args.output_name}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _network_options(p: argparse.ArgumentParser) -> None:
@@ -257,8 +279,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from thresher.conversion.pipeline import DEFAULT_SHARD_SIZE, prepare
     from thresher.transforms import ConvertOptions
 
-    _resolve(args, usable=True)
-    check_directory(args.root / args.name / args.format, "--root")
+    arguments = _recipe_arguments(args)
+    directory = _resolve(args, usable=True).with_arguments(arguments).directory
+    check_directory(args.root / directory / args.format, "--root")
     _check_fetch_paths(args)
     options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
@@ -267,9 +290,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         workers=args.workers, options=options, mirror=args.mirror, offline=args.offline,
         checksums=args.checksums, download_dir=args.download_dir,
         shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, skip_bad=args.skip_bad, verify=args.verify,
-        progress=args.progress, executor=args.executor, scheduler=args.scheduler,
+        progress=args.progress, executor=args.executor, scheduler=args.scheduler, arguments=arguments,
     )
     print(manifest.summary())
+    return 0
+
+
+def cmd_mean(args: argparse.Namespace) -> int:
+    from thresher.mean import compute_mean
+
+    print(compute_mean(args.path, output=args.output, field=args.field).summary())
     return 0
 
 
