@@ -38,6 +38,9 @@ AS_FILED = "as-filed"
 IMAGE = Image("image", encoding=AS_FILED, description="the file's bytes as they are (format read from the content)")
 LABEL_PATTERN = re.compile(r"[+-]?[0-9]+")
 INT32 = (-(2**31), 2**31 - 1)
+# How common image files start: names a file whose header is already too damaged for Pillow.
+MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+         (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"))
 # A listed image: (path relative to the folder, label), or why its list line is unusable.
 Entry = tuple[str, int] | BadRecord
 
@@ -263,7 +266,7 @@ def image_problem(data: bytes) -> str | None:
 
     if not data:
         return "is empty, not an image"
-    kind = "image"
+    kind = next((f"{name} image" for magic, name in MAGIC if data.startswith(magic)), "image")
     try:
         with PILImage.open(io.BytesIO(data)) as picture:
             kind = f"{picture.format} image"
