@@ -4,14 +4,15 @@ Caffe's Data layer subtracts ``mean.binaryproto``: a BlobProto with num=1, chann
 width and the mean as C×H×W floats in the stored channel order (BGR for data prepared the
 way Caffe's tools prepare it). ``mean.npy`` holds the same float32 C×H×W array for numpy users,
 and ``mean.json`` the per-channel means for frameworks that subtract one value per channel.
-Records are read one at a time into a running sum, so memory is that of one image whatever
-the size of the split.
+Records are read one at a time into a running sum and each shard is closed once read, so
+memory is that of one image and one shard's index whatever the size of the split.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def compute_mean(path: str | Path, *, output: str | Path | None = None, field: s
     total: Any = None
     first: tuple[int, ...] = ()
     count = 0
-    for index, record in enumerate(dataset):
+    for index, record in _each_record(dataset):
         pixels = record[name]
         if total is None:
             first, total = pixels.shape, np.zeros(pixels.shape, dtype=np.float64)
@@ -95,6 +96,17 @@ def blob_proto(mean: Any) -> bytes:
     blob = BlobProto(num=1, channels=channels, height=height, width=width)
     blob.data.extend(np.asarray(mean, dtype=np.float32).ravel().tolist())
     return blob.SerializeToString()
+
+
+def _each_record(dataset: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The split's records in order, each shard closed once read: its index of record offsets goes
+    with it, so memory stays that of one shard however many the split has."""
+    start = 0
+    for shard_no, entry in enumerate(dataset.entries):
+        for index in range(start, start + entry.records):
+            yield index, dataset[index]
+        dataset.shards[shard_no].close()
+        start += entry.records
 
 
 def _image_field(schema: Any, path: str | Path) -> str:
