@@ -79,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask: one task per shard on a Dask cluster (same output as local)")
     p.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")
     p.add_argument("--shard-size", type=_size, default=None, help="target shard size, e.g. 512M, 1G (default 1G)")
-    p.add_argument("--resize", type=_resize, help="HxW: decode and resize images like convert_imageset")
+    p.add_argument("--resize", type=_resize,
+                   help="HxW: decode and resize images like convert_imageset; short=N: the shorter side to N, "
+                        "aspect kept")
+    p.add_argument("--resampler", choices=("pillow", "opencv"), default="pillow",
+                   help="pillow (default): antialiased bilinear; opencv: INTER_LINEAR as convert_imageset "
+                        "(pip install 'thresher[opencv]')")
     p.add_argument("--image-encoding", choices=("asis", "raw", "jpeg", "png"), default="asis",
                    help="asis keeps images as published (raw after --resize)")
     p.add_argument("--audio-encoding", choices=("raw", "flac"), default="raw")
@@ -283,7 +288,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     directory = _resolve(args, usable=True).with_arguments(arguments).directory
     check_directory(args.root / directory / args.format, "--root")
     _check_fetch_paths(args)
-    options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,
+    short = args.resize if isinstance(args.resize, int) else None
+    options = ConvertOptions(image_encoding=args.image_encoding, resize=None if short else args.resize,
+                             resize_short=short, resampler=args.resampler,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
     manifest = prepare(
         args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits,

@@ -18,6 +18,12 @@ from thresher.recipe import BadRecord, Record
 
 IMAGE_ENCODINGS = ("asis", "raw", "jpeg", "png")
 AUDIO_ENCODINGS = ("raw", "flac")
+# Pillow's bilinear filter widens with the scale factor (antialiased); OpenCV's INTER_LINEAR, which
+# Caffe's convert_imageset uses, samples 2×2 pixels whatever the scale. Pillow is the default: it
+# is a core dependency and its downscaled photos do not alias; opencv is the optional extra.
+RESAMPLERS = ("pillow", "opencv")
+FILTERS = {"pillow": "photos: Pillow BILINEAR (antialiased); label maps: nearest",
+           "opencv": "photos: OpenCV INTER_LINEAR (as convert_imageset); label maps: nearest"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class ConvertOptions:
     audio_encoding: str = "raw"
     channel_order: str | None = None  # None: the recipe's (the Caffe tool's) order
     jpeg_quality: int = 95  # cv::imencode's default, as convert_imageset --encoded uses
+    resize_short: int | None = None  # the shorter side, aspect kept (torchvision's Resize(N)); not with resize
+    resampler: str = "pillow"  # how photos are resized (label maps always keep their nearest pixel)
 
     def __post_init__(self) -> None:
         if self.image_encoding not in IMAGE_ENCODINGS:
@@ -39,6 +47,31 @@ class ConvertOptions:
             raise ValueError(f"channel order must be RGB or BGR, not {self.channel_order!r}")
         if self.resize is not None:
             check_resize(self.resize)
+        if self.resize_short is not None:
+            if self.resize is not None:
+                raise ValueError("resize to HxW or to a shorter side, not both")
+            check_resize((self.resize_short, self.resize_short))
+        if self.resampler not in RESAMPLERS:
+            raise ValueError(f"resampler must be one of {RESAMPLERS}, not {self.resampler!r}")
+
+    @property
+    def resizes(self) -> bool:
+        return self.resize is not None or self.resize_short is not None
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) an image of this size is resized to.
+
+        For a shorter side N the longer becomes ``int(N * longer / shorter)``, truncated as
+        torchvision's ``Resize(N)`` does, so a model trained on either sees the same sizes.
+        """
+        if self.resize is not None:
+            return self.resize
+        if self.resize_short is None:
+            return height, width
+        short = self.resize_short
+        if height <= width:
+            return short, int(short * width / height)
+        return int(short * height / width), short
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +80,9 @@ class ConvertOptions:
             "audio_encoding": self.audio_encoding,
             "channel_order": self.channel_order,
             "jpeg_quality": self.jpeg_quality,
+            # Only when asked or when it decides bytes, so outputs made before these options keep their generation.
+            **({"resize_short": self.resize_short} if self.resize_short is not None else {}),
+            **({"resampler": self.resampler, "filter": FILTERS[self.resampler]} if self.resizes else {}),
         }
 
 

@@ -32,7 +32,7 @@ from thresher.conversion.convert import (
     units,
 )
 from thresher.conversion.pieces import InputPlan, Piece, read_piece
-from thresher.conversion.progress import ProgressState, remove_stale_temporaries, resume_split
+from thresher.conversion.progress import ProgressState, progress_bar, remove_stale_temporaries, resume_split
 from thresher.conversion.sink import ShardResult, ShardSink, write_shard_from
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.manifest import Manifest
@@ -106,7 +106,7 @@ class _SplitJob:
 
     def __init__(self, recipe: Recipe, split: str, files: Mapping[str, Path], storage: StorageFormat,
                  plan: EncodePlan, out_dir: Path, manifest: Manifest, *, shard_size: int, skip_bad: bool,
-                 trusted: ProgressState | None) -> None:
+                 trusted: ProgressState | None, progress: bool | None) -> None:
         self.split = split
         self.split_dir, self.state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint,
                                                   trusted)
@@ -122,6 +122,7 @@ class _SplitJob:
         self.next_shard = len(self.state.shards)
         self.results: dict[int, ShardResult | None] = {}
         self.key = f"thresher-{recipe.name}-{split}-{manifest.format}-shard-"
+        self.bar = progress_bar(recipe, split, progress, self.state.consumed)
 
     def take(self) -> tuple[int, Piece | None] | None:
         """The next shard to submit and its inputs, or None when every shard of the split is out."""
@@ -135,11 +136,17 @@ class _SplitJob:
 
     def done(self, shard: int, result: ShardResult | None) -> None:
         self.results[shard] = result
+        if self.bar is not None and result is not None:
+            self.bar.update(result.entry.consumed)
         if result is None:
             self.end = shard if self.end is None else min(self.end, shard)
         elif result.entry.consumed < self.per_shard:
             self.end = shard + 1 if self.end is None else min(self.end, shard + 1)
         _record_in_order(self.state, self.results, self.end)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def finish(self) -> tuple[ProgressState, Path]:
         end = len(self.state.shards) if self.end is None else self.end
@@ -163,6 +170,7 @@ def convert_splits_on_cluster(
     shard_size: int,
     skip_bad: bool,
     trusted: Mapping[str, ProgressState] | None = None,
+    progress: bool | None = None,
 ) -> dict[str, tuple[ProgressState, Path]]:
     """Run the shard tasks of every split through one window, so no split waits for another's
     last shard; each resumes after the shards a previous run finished."""
@@ -170,7 +178,7 @@ def convert_splits_on_cluster(
 
     trusted = trusted or {}
     jobs = [_SplitJob(recipe, split, files, storage, plans[split], out_dir, manifest, shard_size=shard_size,
-                      skip_bad=skip_bad, trusted=trusted.get(split)) for split in splits]
+                      skip_bad=skip_bad, trusted=trusted.get(split), progress=progress) for split in splits]
     window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
     owners: dict[str, tuple[_SplitJob, int]] = {}
     futures: list[Any] = []
@@ -199,6 +207,9 @@ def convert_splits_on_cluster(
     except BaseException:
         client.cancel(futures)
         raise
+    finally:
+        for job in jobs:
+            job.close()
     return {job.split: job.finish() for job in jobs}
 
 
