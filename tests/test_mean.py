@@ -16,7 +16,7 @@ from PIL import Image
 import thresher
 from thresher.cli import main
 from thresher.mean import blob_proto
-from thresher.transforms import ConvertOptions
+from thresher.options import ConvertOptions
 
 
 def varint(value: int) -> bytes:

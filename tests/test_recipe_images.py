@@ -21,9 +21,9 @@ import thresher
 from thresher.cli import main
 from thresher.errors import MalformedDataError
 from thresher.features import ClassLabel
+from thresher.options import ConvertOptions
 from thresher.recipe import BadRecord
 from thresher.recipes.images import RECIPE
-from thresher.transforms import ConvertOptions
 
 
 def picture(path: Path, size: tuple[int, int], colour: tuple[int, int, int], fmt: str = "JPEG",

@@ -19,11 +19,11 @@ if TYPE_CHECKING:
     from thresher.errors import ThresherError
     from thresher.manifest import Manifest
     from thresher.mean import compute_mean
+    from thresher.options import ConvertOptions
     from thresher.reader import Dataset, open  # noqa: A004
-    from thresher.transforms import ConvertOptions
 
 _PUBLIC = {
-    "ConvertOptions": "thresher.transforms",
+    "ConvertOptions": "thresher.options",
     "Dataset": "thresher.reader",
     "Manifest": "thresher.manifest",
     "compute_mean": "thresher.mean",

@@ -184,8 +184,8 @@ _resize = _argument(inputs.parse_resize)
 
 
 def _downloads(args: argparse.Namespace) -> Path:
-    """``--download-dir``, or ``ROOT/NAME[/VARIANT]/downloads`` (``args.name`` resolved by :func:`_resolve`)."""
-    return args.download_dir or args.root / args.name / "downloads"
+    """``--download-dir``, or ``ROOT/NAME/downloads``, which every variant of NAME shares."""
+    return args.download_dir or args.root / args.name.partition("/")[0] / "downloads"
 
 
 def _resolve(args: argparse.Namespace, *, usable: bool) -> Recipe:
@@ -213,7 +213,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("name", "splits", "download", "manual", "")]
     for recipe in editions():
         splits = ", ".join(f"{s.name} {s.num_records:,}" for s in recipe.splits)
-        default = recipe.variant is not None and recipe.variant == recipe.variant_names[0]
+        default = recipe.variant is not None and recipe.variant == recipe.default_variant
         rows.append((recipe.key + (" (default)" if default else ""), splits, human_bytes(recipe.download_size),
                      "yes" if recipe.needs_manual_download else "no", recipe.install_hint()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -230,8 +230,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def info_text(recipe: Recipe) -> str:
-    variants = ", ".join(f"{recipe.name}/{v.name}" + (" (default)" if i == 0 else "")
-                         + (f": {v.description}" if v.description else "") for i, v in enumerate(recipe.variants))
+    plain = [f"{recipe.name} (default)"] if recipe.variants and recipe.default_variant is None else []
+    variants = ", ".join(plain + [f"{recipe.name}/{v.name}" + (" (default)" if v.name == recipe.default_variant else "")
+                                  + (f": {v.description}" if v.description else "") for v in recipe.variants])
     lines = [
         f"{recipe.key} {recipe.version}: {recipe.title}",
         "",
@@ -281,8 +282,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from thresher.conversion.pipeline import DEFAULT_SHARD_SIZE, prepare
-    from thresher.transforms import ConvertOptions
+    from thresher.conversion.upfront import DEFAULT_SHARD_SIZE, already_prepared
+    from thresher.options import ConvertOptions
 
     arguments = _recipe_arguments(args)
     directory = _resolve(args, usable=True).with_arguments(arguments).directory
@@ -292,13 +293,20 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     options = ConvertOptions(image_encoding=args.image_encoding, resize=None if short else args.resize,
                              resize_short=short, resampler=args.resampler,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
-    manifest = prepare(
-        args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits,
-        workers=args.workers, options=options, mirror=args.mirror, offline=args.offline,
-        checksums=args.checksums, download_dir=args.download_dir,
-        shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, skip_bad=args.skip_bad, verify=args.verify,
-        progress=args.progress, executor=args.executor, scheduler=args.scheduler, arguments=arguments,
+    job = dict(
+        root=args.root, format=args.format, codec=args.codec, splits=args.splits, options=options,
+        mirror=args.mirror, offline=args.offline, checksums=args.checksums, download_dir=args.download_dir,
+        shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, verify=args.verify,
+        progress=args.progress,
     )
+    # What a batch job meets most: the output is there. Decided without importing the converter
+    # (but for your own files, whose manifest entry needs the folder listed: prepare decides).
+    manifest = None if arguments else already_prepared(args.name, **job)
+    if manifest is None:
+        from thresher.conversion.pipeline import prepare
+
+        manifest = prepare(args.name, **job, workers=args.workers, skip_bad=args.skip_bad,
+                           executor=args.executor, scheduler=args.scheduler, arguments=arguments)
     print(manifest.summary())
     return 0
 
