@@ -23,7 +23,7 @@ RECIPES = sorted(all_recipes())
 
 def run_prepare(name: str, mirror: Mirror, mirror_server: LoopbackServer, root: Path, **kwargs) -> thresher.Manifest:
     return thresher.prepare(name, root=root, mirror=mirror_server.url, offline=True, checksums=mirror.checksums[name],
-                            progress=False, **kwargs)
+                            progress=False, arguments=mirror.miniatures[name].arguments, **kwargs)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -38,11 +38,12 @@ def test_recipe_round_trips_exactly(name: str, fmt: str, codec: str | None, mirr
     result = run_prepare(name, mirror, mirror_server, tmp_path, format=fmt, codec=codec)
     manifest = result
     assert manifest.codec == codec
-    assert (tmp_path / name / fmt / "manifest.json").is_file()
+    assert manifest.directory == tmp_path / recipe.with_arguments(mirror.miniatures[name].arguments).directory / fmt
+    assert (manifest.directory / "manifest.json").is_file()
     for split in recipe.split_names:
         want = mirror.miniatures[name].records[split]
         assert manifest.splits[split].records == len(want)
-        ds = thresher.open(tmp_path / name / fmt / split, decode=False)
+        ds = thresher.open(manifest.directory / split, decode=False)
         assert len(ds) == len(want)
         got = [ds[i] for i in range(len(ds))]
         assert_same_records(got, want, recipe.split_schema(split), f"{name}/{fmt}/{codec}/{split}")

@@ -16,7 +16,7 @@ def render() -> str:
     for recipe in recipes:
         for edition in recipe.editions():
             lines.append(f"| `{edition.key}` | {_variants(recipe)} | {_splits(edition)} | "
-                         f"{human_bytes(edition.download_size)} | {'yes' if edition.needs_manual_download else 'no'} "
+                         f"{_download(edition)} | {'yes' if edition.needs_manual_download else 'no'} "
                          f"| {recipe.license} |")
     for recipe in recipes:
         lines += ["", f"## {recipe.name}: {recipe.title}", "", recipe.description, ""]
@@ -40,4 +40,10 @@ def _variants(recipe: Recipe) -> str:
 
 
 def _splits(recipe: Recipe) -> str:
+    if recipe.parameters:  # counts come from the user's files
+        return ", ".join(f"{s.name} (as many as your files hold)" for s in recipe.splits)
     return ", ".join(f"{s.name} {s.num_records:,}" for s in recipe.splits)
+
+
+def _download(recipe: Recipe) -> str:
+    return "none (your own files)" if recipe.parameters and not recipe.sources else human_bytes(recipe.download_size)

@@ -93,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip malformed records, count them in the manifest")
     p.add_argument("--verify", action="store_true",
                    help="re-hash an existing output before trusting it (rewrites damaged shards)")
+    _own_files_options(p)
     p.set_defaults(run=cmd_prepare)
+
+    p = commands.add_parser("mean", help="the mean image of a prepared split: mean.binaryproto, mean.npy, mean.json")
+    p.add_argument("path", type=Path, help="a split directory")
+    p.add_argument("-o", "--output", type=Path, help="where to write the three files (default: the split directory)")
+    p.add_argument("--field", help="the image field to average (default: the split's only image field)")
+    p.set_defaults(run=cmd_mean)
 
     p = commands.add_parser("verify", help="re-hash every shard and decode every record")
     p.add_argument("path", type=Path)
@@ -133,6 +140,21 @@ def _name_argument(p: argparse.ArgumentParser) -> None:
 def _root_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=Path, default=Path(os.environ.get("THRESHER_ROOT", "datasets")),
                    help="data root (default ./datasets, or $THRESHER_ROOT)")
+
+
+def _own_files_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own files (the images recipe)")
+    g.add_argument("--source", help="the folder of images")
+    g.add_argument("--list", help="a list file of 'relative/path label' lines (default: one subfolder per class)")
+    g.add_argument("--split-name", help="the split's name (default: the list file's name, else train)")
+    g.add_argument("--name", dest="output_name",
+                   help="the output's name under ROOT/images/ (default: the folder's name, then '-' and the list's)")
+
+
+def _recipe_arguments(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--source/--list/--split-name/--name`` given, as the arguments a recipe receives."""
+    given = {"source": args.source, "list": args.list, "split_name": args.split_name, "name": args.output_name}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _network_options(p: argparse.ArgumentParser) -> None:
@@ -264,8 +286,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from thresher.conversion.upfront import DEFAULT_SHARD_SIZE, already_prepared
     from thresher.options import ConvertOptions
 
-    recipe = _resolve(args, usable=True)
-    check_directory(args.root / args.name / args.format, "--root")
+    arguments = _recipe_arguments(args)
+    recipe = _resolve(args, usable=True).with_arguments(arguments)
+    check_directory(args.root / recipe.directory / args.format, "--root")
     _check_fetch_paths(args)
     resize = recipe.default_resize if args.resize is None else args.resize or None
     short = resize if isinstance(resize, int) else None
@@ -278,14 +301,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, verify=args.verify,
         progress=args.progress,
     )
-    # What a batch job meets most: the output is there. Decided without importing the converter.
-    manifest = already_prepared(args.name, **job)
+    # What a batch job meets most: the output is there. Decided without importing the converter
+    # (but for your own files, whose manifest entry needs the folder listed: prepare decides).
+    manifest = None if arguments else already_prepared(args.name, **job)
     if manifest is None:
         from thresher.conversion.pipeline import prepare
 
         manifest = prepare(args.name, **job, workers=args.workers, skip_bad=args.skip_bad,
-                           executor=args.executor, scheduler=args.scheduler)
+                           executor=args.executor, scheduler=args.scheduler, arguments=arguments)
     print(manifest.summary())
+    return 0
+
+
+def cmd_mean(args: argparse.Namespace) -> int:
+    from thresher.mean import compute_mean
+
+    print(compute_mean(args.path, output=args.output, field=args.field).summary())
     return 0
 
 

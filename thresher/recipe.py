@@ -12,6 +12,7 @@ import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from thresher.errors import MalformedDataError
@@ -149,6 +150,8 @@ class Miniature:
 
     files: Mapping[str, Path]
     records: Mapping[str, list[Record]] = field(default_factory=dict)
+    # For a recipe that reads the user's own files: the arguments that prepare the miniature.
+    arguments: Mapping[str, str] = field(default_factory=dict)
 
 
 class Recipe:
@@ -179,6 +182,10 @@ class Recipe:
     # ``variant`` is set on the copy that :meth:`with_variant` returns.
     variants: ClassVar[tuple[Variant, ...]] = ()
     variant: str | None = None
+    # The arguments a recipe that reads the user's own files takes (``--source DIR``), and on
+    # the copy that :meth:`with_arguments` returns, their values.
+    parameters: ClassVar[tuple[str, ...]] = ()
+    arguments: Mapping[str, str] = MappingProxyType({})
     # True: NAME alone is the recipe as its class attributes state it (no variant), and each
     # variant adds to it (flowers102 and flowers102/segmented, which also downloads the masks).
     plain_edition: ClassVar[bool] = False
@@ -283,6 +290,27 @@ class Recipe:
             if value is not None:
                 setattr(edition, fact, value)
         return edition
+
+    def with_arguments(self, arguments: Mapping[str, str]) -> Recipe:
+        """This recipe for the user's ``arguments``; a recipe of downloads takes none."""
+        unknown = sorted(set(arguments) - set(self.parameters))
+        if unknown:
+            takes = ", ".join(self.parameters) or "no arguments"
+            raise ValueError(f"{self.name} does not take {', '.join(unknown)} (it takes {takes})")
+        return self
+
+    @property
+    def directory(self) -> str:
+        """Its directory under the data root: :attr:`key`, unless arguments name another."""
+        return self.key
+
+    def local_sources(self) -> list[dict[str, Any]]:
+        """What the manifest records of the user's own files, so a re-run notices a change."""
+        return []
+
+    def check_output(self, sources: list[dict[str, Any]]) -> None:
+        """Refuse to replace an output whose manifest lists ``sources`` made from other files."""
+        del sources
 
     def missing_requirements(self) -> list[str]:
         """The modules in ``requires`` that cannot be imported here (looked up, not imported)."""
