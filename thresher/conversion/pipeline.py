@@ -36,7 +36,13 @@ from thresher.conversion.distributed import connect, convert_splits_on_cluster
 from thresher.conversion.executors import OrderedPool
 from thresher.conversion.generations import switch_to
 from thresher.conversion.pieces import InputPlan, Piece
-from thresher.conversion.progress import PROGRESS_NAME, ProgressState, progress_bar, resume_split
+from thresher.conversion.progress import (
+    PROGRESS_NAME,
+    ProgressState,
+    progress_bar,
+    remove_stale_temporaries,
+    resume_split,
+)
 from thresher.conversion.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.conversion.upfront import (
     DEFAULT_SHARD_SIZE,
@@ -109,6 +115,7 @@ def prepare(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with file_lock(out_dir / LOCK_NAME, timeout=None), walking_each_tar_once():
+        remove_stale_temporaries(out_dir)  # a manifest or stamps file a killed run was writing
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
         manifest = job.manifest(source_entries(files) + recipe.local_sources())
