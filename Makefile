@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RECIPES := mnist cifar10 flowers102 an4 iris ptb celeba lsun places205
+RECIPES := mnist cifar10 flowers102 an4 iris ptb celeba imagenet images lsun places205
 # NAME/VARIANT goals (make voc/2012): any goal with a slash prepares that variant. Make has no
 # pattern with two stems, so they are picked out of the command line and declared phony.
 VARIANT_GOALS := $(foreach goal,$(MAKECMDGOALS),$(if $(findstring /,$(goal)),$(goal)))
@@ -23,6 +23,7 @@ DALI ?= nvidia-dali-cuda120==2.4.0
 
 help:
 	@echo "make <recipe>   prepare a dataset into datasets/<recipe>/lmdb ($(RECIPES)); ARGS=... for options"
+	@echo "make images ARGS='--source DIR [--list FILE]'   your own folder of images, into datasets/images/<name>/lmdb"
 	@echo "make <recipe>/<variant>   one variant of a recipe with variants, into datasets/<recipe>/<variant>/lmdb"
 	@echo "make test       install and run the test suite"
 	@echo "make demo       the whole pipeline offline on miniatures served from 127.0.0.1, all formats"

@@ -328,3 +328,20 @@ def test_an_output_of_the_old_layout_is_replaced_by_a_generation(mirror: Mirror,
     with pytest.raises(CorruptShardError, match="prepare the dataset again"):
         (out / "manifest.json").write_text(json.dumps({"thresher_manifest": 1, "created_by": "thresher 0.0.9"}))
         thresher.open(out / "train")
+
+
+def test_a_manifest_a_killed_run_was_writing_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    """A kill while the manifest (or the stamps) is being written leaves a temporary beside it;
+    the next run, prepared already or not, removes it under the lock."""
+    kwargs = write_mnist_mirror(tmp_path / "mirror", train=30, test=10)
+    done = thresher.prepare("mnist", root=tmp_path / "out", **kwargs)
+    for leftover in (".manifest.json.tmp-99999-1", ".stamps.json.tmp-99999-1"):
+        (done.directory / leftover).write_bytes(b"{half a manif")
+    cli = subprocess.run([sys.executable, "-m", "thresher.cli", "prepare", "mnist", "--root", str(tmp_path / "out"),
+                          "--mirror", kwargs["mirror"], "--offline", "--checksums", kwargs["checksums"]],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0 and "already prepared" in cli.stdout, cli.stderr
+    assert not list(done.directory.glob(".*.tmp-*"))
+    (done.directory / ".manifest.json.tmp-99999-2").write_bytes(b"{half")
+    thresher.prepare("mnist", root=tmp_path / "out", shard_size=4000, **kwargs)  # other options: converts
+    assert not list(done.directory.glob(".*.tmp-*"))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +13,14 @@ from typing import Any
 
 import pytest
 from e2e import tree_bytes, write_checksums
+from recipe_packages import recipe_package
 
 import thresher
-from thresher import registry
 from thresher.conversion import pipeline
 from thresher.conversion.pieces import InputPlan, Piece, read_piece
 from thresher.errors import MalformedDataError
 from thresher.recipe import Input
 
-HERE = Path(__file__).parent
 PACKAGE = "piece_test_recipes"
 SIZES = {"train": [3, 0, 1, 17, 2, 2, 9, 1, 1, 1, 30, 4], "test": [5, 5]}
 
@@ -31,23 +28,8 @@ SIZES = {"train": [3, 0, 1, 17, 2, 2, 9, 1, 1, 1, 30, 4], "test": [5, 5]}
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The ``parts`` recipe importable here and in every worker process started from now on."""
-    root = tmp_path_factory.mktemp("pkgs")
-    (root / PACKAGE).mkdir()
-    (root / PACKAGE / "__init__.py").write_text("")
-    shutil.copy(HERE / "recipe_fixtures" / "parts.py", root / PACKAGE / "parts.py")
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", registry.PACKAGES_VARIABLE)}
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), saved["PYTHONPATH"]]))
-    os.environ[registry.PACKAGES_VARIABLE] = PACKAGE
-    sys.path.insert(0, str(root))
-    registry.reset()
-    yield root
-    sys.path.remove(str(root))
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    registry.reset()
+    with recipe_package(tmp_path_factory.mktemp("pkgs"), PACKAGE, "parts") as root:
+        yield root
 
 
 @pytest.fixture

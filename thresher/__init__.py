@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from thresher.conversion.pipeline import prepare
     from thresher.errors import ThresherError
     from thresher.manifest import Manifest
+    from thresher.mean import compute_mean
     from thresher.options import ConvertOptions
     from thresher.reader import Dataset, open  # noqa: A004
 
@@ -25,11 +26,12 @@ _PUBLIC = {
     "ConvertOptions": "thresher.options",
     "Dataset": "thresher.reader",
     "Manifest": "thresher.manifest",
+    "compute_mean": "thresher.mean",
     "ThresherError": "thresher.errors",
     "open": "thresher.reader",
     "prepare": "thresher.conversion.pipeline",
 }
-__all__ = ["ConvertOptions", "Dataset", "Manifest", "ThresherError", "__version__", "open", "prepare"]
+__all__ = ["ConvertOptions", "Dataset", "Manifest", "ThresherError", "__version__", "compute_mean", "open", "prepare"]
 
 
 def __getattr__(name: str) -> Any:

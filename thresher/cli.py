@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=_size, default=None, help="target shard size, e.g. 512M, 1G (default 1G)")
     p.add_argument("--resize", type=_resize,
                    help="HxW: decode and resize images like convert_imageset; short=N: the shorter side to N, "
-                        "aspect kept")
+                        "aspect kept; none: keep them as published (default: the recipe's, as its Caffe tool "
+                        "makes, else none)")
     p.add_argument("--resampler", choices=("pillow", "opencv"), default="pillow",
                    help="pillow (default): antialiased bilinear; opencv: INTER_LINEAR as convert_imageset "
                         "(pip install 'thresher[opencv]')")
@@ -92,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip malformed records, count them in the manifest")
     p.add_argument("--verify", action="store_true",
                    help="re-hash an existing output before trusting it (rewrites damaged shards)")
+    _own_files_options(p)
     p.set_defaults(run=cmd_prepare)
+
+    p = commands.add_parser("mean", help="the mean image of a prepared split: mean.binaryproto, mean.npy, mean.json")
+    p.add_argument("path", type=Path, help="a split directory")
+    p.add_argument("-o", "--output", type=Path, help="where to write the three files (default: the split directory)")
+    p.add_argument("--field", help="the image field to average (default: the split's only image field)")
+    p.set_defaults(run=cmd_mean)
 
     p = commands.add_parser("verify", help="re-hash every shard and decode every record")
     p.add_argument("path", type=Path)
@@ -134,6 +142,21 @@ def _root_option(p: argparse.ArgumentParser) -> None:
                    help="data root (default ./datasets, or $THRESHER_ROOT)")
 
 
+def _own_files_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("your own files (the images recipe)")
+    g.add_argument("--source", help="the folder of images")
+    g.add_argument("--list", help="a list file of 'relative/path label' lines (default: one subfolder per class)")
+    g.add_argument("--split-name", help="the split's name (default: the list file's name, else train)")
+    g.add_argument("--name", dest="output_name",
+                   help="the output's name under ROOT/images/ (default: the folder's name, then '-' and the list's)")
+
+
+def _recipe_arguments(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--source/--list/--split-name/--name`` given, as the arguments a recipe receives."""
+    given = {"source": args.source, "list": args.list, "split_name": args.split_name, "name": args.output_name}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def _network_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(NETWORK_HELP)
     g.add_argument("--mirror", default=os.environ.get("THRESHER_MIRROR"),
@@ -158,12 +181,12 @@ def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 _workers = _argument(inputs.parse_workers)
 _size = _argument(inputs.parse_size)
-_resize = _argument(inputs.parse_resize)
+_resize = _argument(inputs.parse_resize_option)
 
 
 def _downloads(args: argparse.Namespace) -> Path:
-    """``--download-dir``, or ``ROOT/NAME[/VARIANT]/downloads`` (``args.name`` resolved by :func:`_resolve`)."""
-    return args.download_dir or args.root / args.name / "downloads"
+    """``--download-dir``, or ``ROOT/NAME/downloads``, which every variant of NAME shares."""
+    return args.download_dir or args.root / args.name.partition("/")[0] / "downloads"
 
 
 def _resolve(args: argparse.Namespace, *, usable: bool) -> Recipe:
@@ -191,7 +214,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("name", "splits", "download", "manual", "")]
     for recipe in editions():
         splits = ", ".join(f"{s.name} {s.num_records:,}" for s in recipe.splits)
-        default = recipe.variant is not None and recipe.variant == recipe.variant_names[0]
+        default = recipe.variant is not None and recipe.variant == recipe.default_variant
         rows.append((recipe.key + (" (default)" if default else ""), splits, human_bytes(recipe.download_size),
                      "yes" if recipe.needs_manual_download else "no", recipe.install_hint()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -208,8 +231,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def info_text(recipe: Recipe) -> str:
-    variants = ", ".join(f"{recipe.name}/{v.name}" + (" (default)" if i == 0 else "")
-                         + (f": {v.description}" if v.description else "") for i, v in enumerate(recipe.variants))
+    plain = [f"{recipe.name} (default)"] if recipe.variants and recipe.default_variant is None else []
+    variants = ", ".join(plain + [f"{recipe.name}/{v.name}" + (" (default)" if v.name == recipe.default_variant else "")
+                                  + (f": {v.description}" if v.description else "") for v in recipe.variants])
     lines = [
         f"{recipe.key} {recipe.version}: {recipe.title}",
         "",
@@ -262,11 +286,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from thresher.conversion.upfront import DEFAULT_SHARD_SIZE, already_prepared
     from thresher.options import ConvertOptions
 
-    _resolve(args, usable=True)
-    check_directory(args.root / args.name / args.format, "--root")
+    arguments = _recipe_arguments(args)
+    recipe = _resolve(args, usable=True).with_arguments(arguments)
+    check_directory(args.root / recipe.directory / args.format, "--root")
     _check_fetch_paths(args)
-    short = args.resize if isinstance(args.resize, int) else None
-    options = ConvertOptions(image_encoding=args.image_encoding, resize=None if short else args.resize,
+    resize = recipe.default_resize if args.resize is None else args.resize or None
+    short = resize if isinstance(resize, int) else None
+    options = ConvertOptions(image_encoding=args.image_encoding, resize=None if short else resize,
                              resize_short=short, resampler=args.resampler,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
     job = dict(
@@ -275,14 +301,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, verify=args.verify,
         progress=args.progress,
     )
-    # What a batch job meets most: the output is there. Decided without importing the converter.
-    manifest = already_prepared(args.name, **job)
+    # What a batch job meets most: the output is there. Decided without importing the converter
+    # (but for your own files, whose manifest entry needs the folder listed: prepare decides).
+    manifest = None if arguments else already_prepared(args.name, **job)
     if manifest is None:
         from thresher.conversion.pipeline import prepare
 
         manifest = prepare(args.name, **job, workers=args.workers, skip_bad=args.skip_bad,
-                           executor=args.executor, scheduler=args.scheduler)
+                           executor=args.executor, scheduler=args.scheduler, arguments=arguments)
     print(manifest.summary())
+    return 0
+
+
+def cmd_mean(args: argparse.Namespace) -> int:
+    from thresher.mean import compute_mean
+
+    print(compute_mean(args.path, output=args.output, field=args.field).summary())
     return 0
 
 

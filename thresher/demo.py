@@ -46,22 +46,23 @@ def serve(directory: Path) -> Iterator[str]:
 def run(directory: Path) -> list[Path]:
     mirror_dir = directory / "mirror"
     sheets = []
-    checksums = {}
+    checksums, arguments = {}, {}
     for name, recipe in sorted(all_recipes().items()):
         target = mirror_dir / name
         target.mkdir(parents=True, exist_ok=True)
         miniature = recipe.write_miniature(target)
         checksums[name] = write_checksums(miniature.files, directory / f"{name}.checksums.tsv")
+        arguments[name] = miniature.arguments  # a recipe that reads your own files: its folder
     with serve(mirror_dir) as url:
         print(f"serving miniatures from {url}")
         for name, recipe in sorted(all_recipes().items()):
             made = {}
             for fmt in FORMATS:
                 manifest = prepare(name, root=directory / "datasets", format=fmt, mirror=url, offline=True,
-                                 checksums=checksums[name], progress=False)
+                                 checksums=checksums[name], progress=False, arguments=arguments[name])
                 report = verify(manifest.directory)
                 print(f"  {manifest.summary()} verify: {'OK' if report.ok else report.problems}")
-                made[fmt] = manifest.directory  # datasets/NAME[/VARIANT]/FORMAT
+                made[fmt] = manifest.directory  # datasets/<directory of the edition prepared>/FORMAT
             split = recipe.split_names[0]
             sheet = directory / "sheets" / f"{name}-{split}.png"
             sheets.append(contact_sheet(open_split(made["lmdb"] / split), sheet))

@@ -65,6 +65,11 @@ def check_resize(resize: object) -> tuple[int, int]:
     return int(resize[0]), int(resize[1])  # type: ignore[index]
 
 
+def parse_resize_option(text: str) -> tuple[int, int] | int | tuple[()]:
+    """``--resize``: as :func:`parse_resize`, or ``none`` (an empty tuple) to keep images as published."""
+    return () if text.strip().lower() == "none" else parse_resize(text)
+
+
 def parse_resize(text: str) -> tuple[int, int] | int:
     """``256x256`` (height x width), or ``short=256`` (the shorter side, aspect kept: an int)."""
     try:

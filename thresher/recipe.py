@@ -12,6 +12,7 @@ import importlib.util
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from thresher.errors import MalformedDataError
@@ -149,6 +150,8 @@ class Miniature:
 
     files: Mapping[str, Path]
     records: Mapping[str, list[Record]] = field(default_factory=dict)
+    # For a recipe that reads the user's own files: the arguments that prepare the miniature.
+    arguments: Mapping[str, str] = field(default_factory=dict)
 
 
 class Recipe:
@@ -168,14 +171,24 @@ class Recipe:
     # data writes them: "RGB" (convert_cifar_data), "BGR" (convert_imageset), "GRAY".
     channel_order: ClassVar[str] = "RGB"
     manual_instructions: ClassVar[str] = ""
+    # (height, width) that ``thresher prepare`` resizes photos to unless told otherwise
+    # (``--resize none`` keeps them as published): what the Caffe tool for this data makes.
+    default_resize: ClassVar[tuple[int, int] | None] = None
     # Modules imported only inside the recipe's functions, and the pip extra that brings them:
     # the recipe lists without them, and preparing it says what to install.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
-    # Named editions; the first is the default when only NAME is given. ``variant`` is set on
-    # the copy that :meth:`with_variant` returns.
+    # Named editions; the first is the default when only NAME is given, unless ``plain_edition``.
+    # ``variant`` is set on the copy that :meth:`with_variant` returns.
     variants: ClassVar[tuple[Variant, ...]] = ()
     variant: str | None = None
+    # The arguments a recipe that reads the user's own files takes (``--source DIR``), and on
+    # the copy that :meth:`with_arguments` returns, their values.
+    parameters: ClassVar[tuple[str, ...]] = ()
+    arguments: Mapping[str, str] = MappingProxyType({})
+    # True: NAME alone is the recipe as its class attributes state it (no variant), and each
+    # variant adds to it (flowers102 and flowers102/segmented, which also downloads the masks).
+    plain_edition: ClassVar[bool] = False
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord | RecordBatch]:
         """Yield the records of ``split`` in their fixed order, read from the downloaded files.
@@ -238,16 +251,38 @@ class Recipe:
     def variant_names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.variants)
 
+    @property
+    def default_variant(self) -> str | None:
+        """The variant NAME alone means: the first, or None when NAME alone is the plain edition."""
+        return None if self.plain_edition or not self.variants else self.variants[0].name
+
+    @property
+    def edition_names(self) -> tuple[str | None, ...]:
+        """Every edition, None standing for the plain one: what ``list`` and the catalog show."""
+        plain: tuple[str | None, ...] = (None,) if self.default_variant is None else ()
+        return plain + self.variant_names
+
+    def editions(self) -> list[Recipe]:
+        return [self.with_variant(v) for v in self.edition_names]
+
+    def download_directory(self, root: Path | str) -> Path:
+        """``ROOT/NAME/downloads``: every edition of a recipe keeps its files there, so shared ones download once."""
+        return Path(root) / self.name / "downloads"
+
     def with_variant(self, name: str | None) -> Recipe:
-        """This recipe as variant ``name`` (the default one for ``None``); itself if it has no variants."""
+        """This recipe as variant ``name`` (NAME alone for ``None``: see ``default_variant``)."""
         if not self.variants:
             if name is not None:
                 raise KeyError(f"{self.name} has no variants; ask for it as {self.name!r}")
             return self
-        chosen = self.variants[0] if name is None else next((v for v in self.variants if v.name == name), None)
+        if name is None:
+            name = self.default_variant
+            if name is None:
+                return self
+        chosen = next((v for v in self.variants if v.name == name), None)
         if chosen is None:
             raise KeyError(f"{self.name} has no variant {name!r}; it has "
-                           + ", ".join(f"{self.name}/{v}" for v in self.variant_names))
+                           + ", ".join(self.name if v is None else f"{self.name}/{v}" for v in self.edition_names))
         edition = copy.copy(self)
         edition.variant = chosen.name
         for fact in ("sources", "splits", "schema"):
@@ -255,6 +290,27 @@ class Recipe:
             if value is not None:
                 setattr(edition, fact, value)
         return edition
+
+    def with_arguments(self, arguments: Mapping[str, str]) -> Recipe:
+        """This recipe for the user's ``arguments``; a recipe of downloads takes none."""
+        unknown = sorted(set(arguments) - set(self.parameters))
+        if unknown:
+            takes = ", ".join(self.parameters) or "no arguments"
+            raise ValueError(f"{self.name} does not take {', '.join(unknown)} (it takes {takes})")
+        return self
+
+    @property
+    def directory(self) -> str:
+        """Its directory under the data root: :attr:`key`, unless arguments name another."""
+        return self.key
+
+    def local_sources(self) -> list[dict[str, Any]]:
+        """What the manifest records of the user's own files, so a re-run notices a change."""
+        return []
+
+    def check_output(self, sources: list[dict[str, Any]]) -> None:
+        """Refuse to replace an output whose manifest lists ``sources`` made from other files."""
+        del sources
 
     def missing_requirements(self) -> list[str]:
         """The modules in ``requires`` that cannot be imported here (looked up, not imported)."""

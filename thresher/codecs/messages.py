@@ -1,4 +1,4 @@
-"""Protobuf message classes for Caffe ``Datum`` and Caffe2 ``TensorProto(s)``.
+"""Protobuf message classes for Caffe ``Datum`` (and the mean file's ``BlobProto``) and Caffe2 ``TensorProto(s)``.
 
 The descriptors are built at import time from ``descriptor_pb2`` so there is no ``protoc`` step and
 no generated file to keep in sync. Field numbers, types, defaults and packing follow
@@ -73,6 +73,12 @@ def _caffe_file() -> descriptor_pb2.FileDescriptorProto:
     _add(datum, "label", 5, _F.TYPE_INT32)
     _add(datum, "float_data", 6, _F.TYPE_FLOAT, repeated=True)  # proto2: NOT packed
     _add(datum, "encoded", 7, _F.TYPE_BOOL, default="false")
+
+    # The mean file of compute_image_mean: the legacy 4-D shape fields and the data it writes.
+    blob = fd.message_type.add(name="BlobProto")
+    for number, dimension in enumerate(("num", "channels", "height", "width"), 1):
+        _add(blob, dimension, number, _F.TYPE_INT32, default="0")
+    _add(blob, "data", 5, _F.TYPE_FLOAT, repeated=True, packed=True)
     return fd
 
 
@@ -115,8 +121,9 @@ POOL.Add(_caffe_file())
 POOL.Add(_caffe2_file())
 
 Datum = message_factory.GetMessageClass(POOL.FindMessageTypeByName("caffe.Datum"))
+BlobProto = message_factory.GetMessageClass(POOL.FindMessageTypeByName("caffe.BlobProto"))
 DeviceOption = message_factory.GetMessageClass(POOL.FindMessageTypeByName("caffe2.DeviceOption"))
 TensorProto = message_factory.GetMessageClass(POOL.FindMessageTypeByName("caffe2.TensorProto"))
 TensorProtos = message_factory.GetMessageClass(POOL.FindMessageTypeByName("caffe2.TensorProtos"))
 
-__all__ = ["POOL", "DataType", "Datum", "DeviceOption", "TensorProto", "TensorProtos"]
+__all__ = ["POOL", "BlobProto", "DataType", "Datum", "DeviceOption", "TensorProto", "TensorProtos"]

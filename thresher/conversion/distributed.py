@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class ShardTask:
     key_format: str
     per_shard: int
     skip_bad: bool
+    arguments: dict[str, str] = field(default_factory=dict)  # the recipe's user arguments
 
 
 def connect(scheduler: str | None) -> Any:
@@ -74,7 +75,7 @@ def connect(scheduler: str | None) -> Any:
 def run_shard(task: ShardTask, shard: int, piece: Piece | None = None) -> ShardResult | None:
     """Runs on a worker: write shard ``shard`` from ``piece`` (its inputs) or from the recipe's
     stream; return None when the split ends before it."""
-    recipe = get_recipe(task.recipe)
+    recipe = get_recipe(task.recipe).with_arguments(task.arguments)
     storage = get_format(task.format)
     out_dir = Path(task.out_dir)
     files = {name: Path(path) for name, path in task.files.items()}
@@ -112,7 +113,8 @@ class _SplitJob:
         per_shard = self.state.records_per_shard or plan_records_per_shard(recipe, split, files, plan, shard_size)
         self.state.records_per_shard = self.per_shard = per_shard
         self.task = ShardTask(recipe.key, split, {k: str(v) for k, v in files.items()}, storage.name, plan,
-                              str(out_dir), manifest.generation, manifest.key_format, per_shard, skip_bad)
+                              str(out_dir), manifest.generation, manifest.key_format, per_shard, skip_bad,
+                              dict(recipe.arguments))
         listed = recipe.inputs(split, files)
         self.inputs = InputPlan(listed) if listed is not None else None
         # The first shard past the end of the split: known from the inputs, or once a task finds it.

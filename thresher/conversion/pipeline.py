@@ -36,7 +36,13 @@ from thresher.conversion.distributed import connect, convert_splits_on_cluster
 from thresher.conversion.executors import OrderedPool
 from thresher.conversion.generations import switch_to
 from thresher.conversion.pieces import InputPlan, Piece
-from thresher.conversion.progress import PROGRESS_NAME, ProgressState, progress_bar, resume_split
+from thresher.conversion.progress import (
+    PROGRESS_NAME,
+    ProgressState,
+    progress_bar,
+    remove_stale_temporaries,
+    resume_split,
+)
 from thresher.conversion.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.conversion.upfront import (
     DEFAULT_SHARD_SIZE,
@@ -80,6 +86,7 @@ def prepare(
     executor: str = "local",
     scheduler: str | None = None,
     verify: bool = False,
+    arguments: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Download, verify and convert a dataset; return its manifest. Re-running a finished job does nothing.
 
@@ -88,29 +95,33 @@ def prepare(
     one task per shard on the Dask cluster at ``scheduler`` (the root must be on a filesystem
     every worker sees); the output is the same as a local run's, byte for byte. An existing
     output is trusted after a check of its files' sizes, or of their hashes with ``verify=True``;
-    a split that fails it is written again from its first damaged shard.
+    a split that fails it is written again from its first damaged shard. ``arguments`` go to a
+    recipe that reads the user's own files (``{"source": DIR}`` for ``images``).
     """
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
     check_workers(workers)
     check_shard_size(shard_size)
     started = time.monotonic()
-    recipe = usable_recipe(name)
+    recipe = usable_recipe(name).with_arguments(arguments or {})
     storage = get_format(format)
     options = options or ConvertOptions()
     job = Job.of(recipe, storage.name, codec, options, splits, shard_size)
     check_codec(storage.name, [job.schemas[split] for split in job.splits], job.codec)
     schemas, codec_name, channel_order, wanted = job.schemas, job.codec, job.channel_order, job.splits
     root = Path(root)
-    out_dir = root / recipe.key / storage.name
-    downloads = Path(download_dir) if download_dir else root / recipe.key / "downloads"
+    out_dir = root / recipe.directory / storage.name
+    downloads = Path(download_dir) if download_dir else recipe.download_directory(root)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with file_lock(out_dir / LOCK_NAME, timeout=None), walking_each_tar_once():
+        remove_stale_temporaries(out_dir)  # a manifest or stamps file a killed run was writing
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
-        manifest = job.manifest(source_entries(files))
+        manifest = job.manifest(source_entries(files) + recipe.local_sources())
         previous = previous_manifest(out_dir)
+        if previous is not None:
+            recipe.check_output(previous.sources)
         todo, trusted = plan_work(previous, manifest, wanted, out_dir, verify=verify)
         if previous is not None and not todo:
             return reuse(previous, out_dir, wanted, started)

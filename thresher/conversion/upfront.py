@@ -18,7 +18,7 @@ from typing import Any
 from thresher import __version__
 from thresher.acquire import download
 from thresher.conversion.generations import Stamps, intact_prefix, link_splits, split_intact
-from thresher.conversion.progress import PROGRESS_NAME, ProgressState
+from thresher.conversion.progress import PROGRESS_NAME, ProgressState, remove_stale_temporaries
 from thresher.errors import ThresherError, UnsupportedCodecError
 from thresher.features import Image
 from thresher.fetch.checksums import read_stamp
@@ -105,14 +105,15 @@ def already_prepared(
     started = time.monotonic()
     recipe = usable_recipe(name)
     job = Job.of(recipe, format, codec, options or ConvertOptions(), splits, shard_size)
-    out_dir = Path(root) / recipe.key / format
+    out_dir = Path(root) / recipe.directory / format
     if not (out_dir / MANIFEST_NAME).exists():
         return None  # nothing to reuse: no lock, no download here
     with file_lock(out_dir / LOCK_NAME, timeout=None):
+        remove_stale_temporaries(out_dir)  # a manifest or stamps file a killed run was writing
         previous = previous_manifest(out_dir)
         if previous is None or previous.fingerprint != job.manifest(previous.sources).fingerprint:
             return None  # other options than the output's, before any download: prepare refuses or converts
-        downloads = Path(download_dir) if download_dir else Path(root) / recipe.key / "downloads"
+        downloads = Path(download_dir) if download_dir else recipe.download_directory(root)
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
         if not nothing_to_do(previous, job.manifest(source_entries(files)), job.splits, out_dir, verify=verify):

@@ -53,4 +53,5 @@ class MappedReader(ShardReader):
         if self._pid is not None and isinstance(self.map, mmap.mmap):
             with contextlib.suppress(BufferError):  # views still held by a caller keep it mapped
                 self.map.close()
+            self.records = []  # rebuilt on the next read: a closed shard holds no index
         super().close()

@@ -43,6 +43,7 @@ __all__ = [
     "Member",
     "describe_head",
     "iter_tar",
+    "iter_tar_at",
     "open_gzip",
     "read_tar_members",
     "safe_extract",
@@ -632,6 +633,78 @@ def iter_tar(source: ArchiveSource, *, limits: Limits = DEFAULT_LIMITS, label: s
         yield from _walk_tar(raw, label, kind, limits, path)
 
 
+def iter_tar_at(extent: Extent, *, limits: Limits = DEFAULT_LIMITS, label: str | None = None) -> Iterator[Member]:
+    """The members of the uncompressed tar lying at ``extent`` of a file (a tar inside a tar).
+
+    ImageNet's train tar holds a tar per class: each can be walked alone, by seeking through
+    its headers in the outer file, and every member comes with its extent in that file, so
+    another process reads one image with one ``pread`` and nothing is extracted to disk. The
+    walk never reads outside ``extent``; ``label`` (by default ``outer:inner``) names it in errors.
+    """
+    label = label or f"{os.path.basename(extent.path)}:{extent.member}"
+    window = _Window(extent, label)
+    try:
+        head = window.read(512)
+        kind = sniff_compression(head)
+        if kind != "tar":
+            raise MalformedDataError(label, "byte 0", f"is not an uncompressed tar: it {describe_head(head)}")
+        window.seek(0)
+    except BaseException:
+        window.close()
+        raise
+    yield from _walk_tar(window, label, "tar", limits, extent.path, base=extent.offset)  # type: ignore[arg-type]
+
+
+class _Window(io.RawIOBase):
+    """The bytes of one extent as a seekable file of their own; the file must be the extent's."""
+
+    def __init__(self, extent: Extent, label: str) -> None:
+        super().__init__()
+        self.file = open(extent.path, "rb")  # noqa: SIM115 - closed with the window
+        status = os.fstat(self.file.fileno())
+        if (status.st_ino, status.st_mtime_ns) != (extent.inode, extent.mtime_ns):
+            self.file.close()
+            raise CorruptArchiveError(extent.path, f"member {extent.member!r}",
+                                      "the archive was replaced since it was listed")
+        if status.st_size < extent.offset + extent.size:
+            self.file.close()
+            raise CorruptArchiveError(extent.path, f"member {extent.member!r}",
+                                      f"file ends {extent.offset + extent.size - status.st_size} bytes "
+                                      "before the member's end; truncated?")
+        self.start, self.size, self.pos, self.label = extent.offset, extent.size, 0, label
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        origin = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, origin + offset)
+        return self.pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = max(0, min(len(buffer), self.size - self.pos))
+        if not want:
+            return 0
+        data = os.pread(self.file.fileno(), want, self.start + self.pos)
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.file.close()
+            super().close()
+
+
 @contextlib.contextmanager
 def walking_each_tar_once() -> Iterator[None]:
     """Inside, an uncompressed tar walked to the end is not walked again (``prepare`` uses this).
@@ -721,8 +794,13 @@ def _open_extent(extent: Extent) -> BinaryIO:
 _TAR_INDEXES = _TarIndexes()
 
 
-def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | None) -> Iterator[Member]:
-    """iter_tar's checked walk of one archive, member by member; extents only for a file on disk."""
+def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | None, base: int = 0
+              ) -> Iterator[Member]:
+    """iter_tar's checked walk of one archive, member by member; extents only for a file on disk.
+
+    ``base`` is where the archive starts in the file at ``path`` (a tar inside a tar), so extents
+    name the file's own offsets.
+    """
     # A TarInfo subclass that remembers why tarfile stopped: only a zero block is a real end;
     # tarfile silently treats a missing or garbled header after the first as the end too.
     ending: list[Exception] = []
@@ -798,7 +876,7 @@ def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | 
             meter.ceiling = info.offset_data + _block(info.size) + HEADER_SLACK
             extent = None
             if status is not None and kind == "tar" and info.size <= limits.max_read_size and not info.issparse():
-                extent = Extent(os.path.abspath(path), info.offset_data, info.size, name, status.st_ino,
+                extent = Extent(os.path.abspath(path), base + info.offset_data, info.size, name, status.st_ino,
                                 status.st_mtime_ns)  # absolute: a worker may run elsewhere
             member = Member(
                 name, info.size, _opener(tar, info, cursor, label, name), label, limits.max_read_size, extent

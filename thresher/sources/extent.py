@@ -17,6 +17,12 @@ from thresher.errors import CorruptArchiveError
 from thresher.sources.perprocess import PerProcess
 
 _OPEN_LIMIT = 16  # descriptors kept per process, least recently used closed first
+_bytes_read = 0  # by this process through extents, for reports of how often a source was read
+
+
+def bytes_read() -> int:
+    """Source bytes this process has read through extents so far."""
+    return _bytes_read
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Extent:
 
     def read(self, size: int | None = None) -> bytes:
         """The bytes (or the first ``size`` of them)."""
+        global _bytes_read
         want = self.size if size is None else min(size, self.size)
         fd = _descriptors.get(self)
         data = os.pread(fd, want, self.offset)
@@ -45,6 +52,7 @@ class Extent:
                 raise CorruptArchiveError(self.path, f"member {self.member!r}",
                                           f"file ends {want - len(data)} bytes before the member's end")
             data += more
+        _bytes_read += want
         return data
 
 
