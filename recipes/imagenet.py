@@ -15,6 +15,7 @@ Images are stored as published: 22 training files are CMYK JPEGs and one is a PN
 
 from __future__ import annotations
 
+import copy
 import re
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from thresher.errors import MalformedDataError
-from thresher.features import Image, Integer, Schema
+from thresher.features import ClassLabel, Image, Integer, Schema
 from thresher.published import Contents, Count
 from thresher.recipe import WHERE, BadRecord, Input, Miniature, Recipe, Record, Source, Split
 from thresher.sources.archive import Limits, iter_tar, iter_tar_at, read_tar_members
@@ -126,7 +127,8 @@ class ImageNet(Recipe):
     schema = Schema((
         _photos(IMAGE_NOTE),
         Integer("label", minimum=0, maximum=NUM_CLASSES - 1, dims=(1,),
-                description="position of the WordNet id among meta.mat's leaf synsets, sorted"),
+                description="position of the WordNet id among meta.mat's leaf synsets, sorted (a class "
+                            "label named by their synset words once the devkit is there)"),
     ))
     channel_order = "BGR"  # photos, as convert_imageset writes them
     default_resize = (256, 256)  # create_imagenet.sh's RESIZE=true; --resize none keeps the published files
@@ -198,6 +200,18 @@ class ImageNet(Recipe):
     def locate(self, split: str, index: int) -> str:
         return f"imagenet {split} image {index} (in {TRAIN} class order)" if split == "train" else \
             f"imagenet {split} image {index} in sorted file-name order"
+
+    refines_schema = True
+
+    def with_files(self, files: Mapping[str, Path]) -> Recipe:
+        """The label as a class label named by the devkit's synset words (``meta.mat``)."""
+        names = tuple(words for _, words in self.class_names(files))
+        label = ClassLabel("label", names=names, dims=(1,),
+                           description="position of the WordNet id among meta.mat's leaf synsets, sorted; "
+                                       "named by its synset words")
+        edition = copy.copy(self)
+        edition.schema = Schema((self.schema["image"], label))
+        return edition
 
     def class_names(self, files: Mapping[str, Path]) -> list[tuple[str, str]]:
         """``(WordNet id, synset words)`` of each class index, from the devkit's ``meta.mat``."""

@@ -410,3 +410,25 @@ def test_published_facts() -> None:
                                                                   ("test", 100000)]
     assert RECIPE.split_schema("test").names == ("image",) and RECIPE.schema.names == ("image", "label")
     assert RECIPE.channel_order == "BGR" and len(ODD_FILES) == 23
+
+
+def test_the_label_is_named_by_the_devkit_synset_words(mini: Miniature, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from thresher.recipes._imagenet_miniature import SYNSETS
+
+    want = [words for _, words in sorted((wnid, words) for _, wnid, words, children in SYNSETS if not children)]
+    checksums = place(mini, tmp_path)
+    manifest = prepare(tmp_path, checksums, format="hdf5", splits=["validation"])
+    label = manifest.schema["label"]
+    assert label.kind == "class_label" and list(label.names) == want
+    from thresher.verify import inspect_text
+
+    assert want[mini.records["validation"][0]["label"]] in inspect_text(tmp_path / "imagenet" / "hdf5")
+    common = ["prepare", "imagenet", "--root", str(tmp_path), "--offline", "--checksums", str(checksums),
+              "--no-progress", "--format", "hdf5", "--splits", "validation", "--resize", "none"]
+    capsys.readouterr()
+    assert main(common) == 0  # the names come from the files, and a second run still finds nothing to do
+    assert "already prepared, nothing to do" in capsys.readouterr().out
+    again = thresher.prepare("imagenet", root=tmp_path, offline=True, checksums=checksums, progress=False,
+                             format="hdf5", splits=["validation"])
+    assert again.run is not None and again.run.already_done

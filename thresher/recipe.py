@@ -291,6 +291,17 @@ class Recipe:
                 setattr(edition, fact, value)
         return edition
 
+    # Whether :meth:`with_files` changes the schema (names only the downloaded files hold).
+    refines_schema: ClassVar[bool] = False
+
+    def with_files(self, files: Mapping[str, Path]) -> Recipe:
+        """This recipe with what only its downloaded files say, e.g. class names from a devkit.
+
+        Called once the sources are verified, before the output's schema is fixed; itself by default.
+        """
+        del files
+        return self
+
     def with_arguments(self, arguments: Mapping[str, str]) -> Recipe:
         """This recipe for the user's ``arguments``; a recipe of downloads takes none."""
         unknown = sorted(set(arguments) - set(self.parameters))

@@ -118,6 +118,11 @@ def prepare(
         remove_stale_temporaries(out_dir)  # a manifest or stamps file a killed run was writing
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
+        if recipe.refines_schema:
+            recipe = recipe.with_files(files)
+            job = Job.of(recipe, storage.name, codec, options, splits, shard_size)
+            check_codec(storage.name, [job.schemas[split] for split in job.splits], job.codec)
+            schemas = job.schemas
         manifest = job.manifest(source_entries(files) + recipe.local_sources())
         previous = previous_manifest(out_dir)
         if previous is not None:

@@ -111,11 +111,14 @@ def already_prepared(
     with file_lock(out_dir / LOCK_NAME, timeout=None):
         remove_stale_temporaries(out_dir)  # a manifest or stamps file a killed run was writing
         previous = previous_manifest(out_dir)
-        if previous is None or previous.fingerprint != job.manifest(previous.sources).fingerprint:
+        if previous is None or (previous.fingerprint != job.manifest(previous.sources).fingerprint
+                                and not recipe.refines_schema):
             return None  # other options than the output's, before any download: prepare refuses or converts
         downloads = Path(download_dir) if download_dir else recipe.download_directory(root)
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
+        if recipe.refines_schema:  # its schema follows from the files: compare once they are verified
+            job = Job.of(recipe.with_files(files), format, codec, options or ConvertOptions(), splits, shard_size)
         if not nothing_to_do(previous, job.manifest(source_entries(files)), job.splits, out_dir, verify=verify):
             return None
         return reuse(previous, out_dir, job.splits, started)
