@@ -5,7 +5,8 @@ The images come in one tar behind a form on the publisher's site; members lie un
 directly: ``trainvalsplit_places205.tar.gz`` holds ``train_places205.csv`` and
 ``val_places205.csv``, lines ``<path under images256> <label>``, and they alone decide the splits
 and their order. Category names are the folders of the listed paths (``abbey``,
-``apartment_building/outdoor``); the ``classes`` split maps each label to its name.
+``apartment_building/outdoor``): once the lists are downloaded the label becomes a class label
+with those 205 names (:meth:`Places205.with_files`), which the manifest keeps.
 
 The tar is walked once (headers only; the member data are skipped over), so it must be the
 uncompressed tar: each input is a run of list lines with where their images lie, read by a
@@ -14,13 +15,14 @@ worker or Dask task with one read per image.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from thresher.errors import MalformedDataError
-from thresher.features import Image, Integer, Schema, Text
+from thresher.features import ClassLabel, Image, Integer, Schema
 from thresher.recipe import WHERE, BadRecord, Input, Miniature, Recipe, Record, Source, Split
 from thresher.sources.archive import Limits
 from thresher.sources.extent import Extent, head
@@ -30,7 +32,6 @@ LISTS = "trainvalsplit_places205.tar.gz"
 FOLDER = "trainvalsplit_places205/"
 LIST_MEMBER = {"train": f"{FOLDER}train_places205.csv", "validation": f"{FOLDER}val_places205.csv"}
 IMAGE_ROOT = "data/vision/torralba/deeplearning/images256/"
-CLASSES = "classes"
 NUM_CLASSES = 205
 LINES_PER_INPUT = 512
 # Nothing is published about the files: bound what they may hold, generously.
@@ -38,6 +39,7 @@ IMAGE_LIMITS = Limits(max_members=5_000_000, max_member_size=64 << 20, max_total
                       max_read_size=64 << 20, basis=" (no size is published for the Places205 images)")
 LIST_LIMITS = Limits(max_members=100, max_member_size=1 << 30, max_total_size=2 << 30, max_read_size=1 << 30,
                      max_ratio=100.0, basis=" (no size is published for the split lists)")
+LABEL_NOTE = "the list files' label, named by the folder of its images (e.g. apartment_building/outdoor)"
 NONE_PUBLISHED = ("none published (the Places site gives no size or checksum); the sha256 of the first "
                   "file is recorded and verified after")
 
@@ -58,8 +60,8 @@ class Places205(Recipe):
     title = "Places205 (MIT Places, 205 scene categories)"
     description = ("Scene-centric photos of 205 categories (abbey to yard), resized to 256x256 JPEGs, as used "
                    "to train the Places-CNN models. The published split lists decide the splits: about 2.45 "
-                   "million training images and 100 validation images per category. The classes split maps "
-                   "each label to its category name, from the folders of the listed images.")
+                   "million training images and 100 validation images per category. The label is the list "
+                   "files' number, named by the folder of its images.")
     homepage = "http://places.csail.mit.edu/"
     license = "Places terms of use: non-commercial research and education only (see the download page)"
     citation = ("@inproceedings{zhou2014learning, title={Learning Deep Features for Scene Recognition using "
@@ -83,20 +85,23 @@ class Places205(Recipe):
     splits = (
         Split("train", 2448873, "train_places205.csv, in list order (count as commonly quoted; not enforced)"),
         Split("validation", 20500, "val_places205.csv: 100 images per category, in list order"),
-        Split(CLASSES, NUM_CLASSES, "record i is the name of label i (the folder of its listed images)",
-              schema=Schema((Text("name", description="the category folder, e.g. apartment_building/outdoor"),))),
     )
     schema = Schema((
         Image("image", encoding="jpeg", description="the published 256x256 JPEG bytes"),
-        Integer("label", minimum=0, maximum=NUM_CLASSES - 1, dims=(1,),
-                description="the list file's label; its name is record <label> of the classes split"),
+        Integer("label", minimum=0, maximum=NUM_CLASSES - 1, dims=(1,), description=LABEL_NOTE),
     ))
     channel_order = "BGR"  # photos, as convert_imageset writes them
+    refines_schema = True
+
+    def with_files(self, files: Mapping[str, Path]) -> Recipe:
+        """The label as a class label named by the folders of the train list's images."""
+        edition = copy.copy(self)
+        label = ClassLabel("label", names=tuple(class_names(files[LISTS])), dims=(1,), description=LABEL_NOTE)
+        edition.schema = Schema((self.schema["image"], label))
+        return edition
 
     def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input]:
-        """Runs of list lines with their images' extents; the classes split is one input."""
-        if split == CLASSES:
-            return [Input(f"{LISTS}:{LIST_MEMBER['train']} (label names)", NUM_CLASSES)]
+        """Runs of list lines with their images' extents."""
         lines = _lines(files[LISTS], split)
         where = _image_extents(files[IMAGES])
         entries = [(line, where.get(line.path)) for line in lines]
@@ -104,15 +109,10 @@ class Places205(Recipe):
                 for run in (entries[i:i + LINES_PER_INPUT] for i in range(0, len(entries), LINES_PER_INPUT))]
 
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
-        if split == CLASSES:
-            yield from ({"name": name} for name in class_names(files[LISTS]))
-            return
         for line, extent in part.where:
             yield _record(line, extent, LIST_MEMBER[split])
 
     def locate(self, split: str, index: int) -> str:
-        if split == CLASSES:
-            return f"{LISTS}:{LIST_MEMBER['train']} label {index}"
         return f"{LISTS}:{LIST_MEMBER[split]} entry {index + 1}"
 
     def write_miniature(self, directory: Path) -> Miniature:
@@ -126,14 +126,14 @@ class Places205(Recipe):
         jpegs: dict[str, bytes] = {}
         train, validation = [], []
         for label, name in enumerate(names):
-            for copy in range(2 if label % 50 == 0 else 1):
-                path = f"{name[0]}/{name}/gsun_{label:03d}{copy}{'abcdef'[label % 6]}.jpg"
-                pixels = drawn_image(str(label), (8 + label % 5, 9 + copy), background=(label, 255 - label, 90),
-                                     noise=6, seed=label * 2 + copy)
+            for second in range(2 if label % 50 == 0 else 1):
+                path = f"{name[0]}/{name}/gsun_{label:03d}{second}{'abcdef'[label % 6]}.jpg"
+                pixels = drawn_image(str(label), (8 + label % 5, 9 + second), background=(label, 255 - label, 90),
+                                     noise=6, seed=label * 2 + second)
                 buffer = io.BytesIO()
                 Picture.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=80)
                 jpegs[path] = buffer.getvalue()
-                (validation if copy else train).append((path, label))
+                (validation if second else train).append((path, label))
         train = train[::-1]  # list order differs from tar order
         members: dict[str, bytes | None] = {IMAGE_ROOT.rstrip("/"): None}
         members.update({IMAGE_ROOT + path: data for path, data in sorted(jpegs.items())})
@@ -145,7 +145,6 @@ class Places205(Recipe):
         records = {
             "train": [{"image": jpegs[p], "label": label} for p, label in train],
             "validation": [{"image": jpegs[p], "label": label} for p, label in validation],
-            CLASSES: [{"name": name} for name in names],
         }
         return Miniature({LISTS: lists, IMAGES: images}, records)
 

@@ -98,8 +98,8 @@ def test_a_real_list_line_and_a_nested_category_decode(tmp_path: Path) -> None:
     assert len(got) == 1 and got[0]["label"] == 3 and got[0]["image"] == jpeg()
     assert got[0]["__where__"] == (f"{IMAGES}:data/vision/torralba/deeplearning/images256/a/apartment_building/"
                                    "outdoor/gsun_0003586c3eedd97457b2d729e1e4e8e2.jpg")
-    assert [r["name"] for r in RECIPE.records("classes", files)][:5] == \
-        ["abbey", "airport_terminal", "alley", "apartment_building/outdoor", "aquarium"]
+    assert RECIPE.with_files(files).schema["label"].names[:5] == \
+        ("abbey", "airport_terminal", "alley", "apartment_building/outdoor", "aquarium")
 
 
 def test_inputs_are_runs_of_lines_each_read_alone(mini: Miniature, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,13 +159,13 @@ def test_a_label_with_two_folder_names_is_named(mini: Miniature) -> None:
     train = read_tar(mini.files[LISTS])[TRAIN].decode() + "a/alley/extra.jpg 0\n"
     files = with_lists(mini, train)
     with pytest.raises(MalformedDataError, match=f"{TRAIN} line 206\\).*label 0 is 'alley' here but 'abbey'"):
-        list(RECIPE.records("classes", files))
+        RECIPE.with_files(files)
 
 
 def test_a_label_without_images_leaves_its_name_unknown(mini: Miniature) -> None:
     lines = [line for line in read_tar(mini.files[LISTS])[TRAIN].decode().splitlines() if not line.endswith(" 7")]
     with pytest.raises(MalformedDataError, match="no image of label 7"):
-        list(RECIPE.records("classes", with_lists(mini, "\n".join(lines))))
+        RECIPE.with_files(with_lists(mini, "\n".join(lines)))
 
 
 def test_a_list_that_is_not_text_is_named(mini: Miniature) -> None:
@@ -198,9 +198,8 @@ def test_published_facts_and_the_one_screen_instructions(tmp_path: Path) -> None
     for source in RECIPE.sources:
         assert (source.size, source.sha256, source.md5) == (None, None, None)
         assert source.checksum_source.startswith("none published")
-    assert [(s.name, s.num_records) for s in RECIPE.splits] == [("train", 2448873), ("validation", 20500),
-                                                                ("classes", 205)]
-    assert RECIPE.split_schema("classes").names == ("name",)
+    assert [(s.name, s.num_records) for s in RECIPE.splits] == [("train", 2448873), ("validation", 20500)]
+    assert RECIPE.refines_schema and RECIPE.default_codec == "datum"
     image, label = RECIPE.schema
     assert (image.encoding, label.minimum, label.maximum) == ("jpeg", 0, 204)
     screen = manual_instructions(RECIPE, tmp_path / "downloads")
@@ -223,7 +222,11 @@ served = served_fixture("places205")
 
 @pytest.mark.parametrize(("fmt", "codec"), FORMAT_CODECS)
 def test_places205_round_trips_through_the_mirror(fmt: str, codec: str | None, served, tmp_path: Path) -> None:
-    served.round_trip(tmp_path, fmt, codec, datum_splits=("train", "validation"))  # Datum: not the classes split
+    manifest = served.round_trip(tmp_path, fmt, codec, datum_splits=())
+    names = tuple(places205.miniature_class_names())
+    assert manifest.schema["label"].names == names  # named from the split lists, kept in the manifest
+    with thresher.open(tmp_path / "places205" / fmt / "validation") as ds:
+        assert ds.schema["label"].names == names
 
 
 def test_two_workers_reading_their_own_lines_give_the_same_bytes(served, tmp_path: Path,
