@@ -58,7 +58,7 @@ class Places205(Recipe):
     name = "places205"
     version = "1.0.0"
     title = "Places205 (MIT Places, 205 scene categories)"
-    description = ("Scene-centric photos of 205 categories (abbey to yard), resized to 256x256 JPEGs, as used "
+    description = ("Scene-centric photos of 205 categories, resized to 256x256 JPEGs, as used "
                    "to train the Places-CNN models. The published split lists decide the splits: about 2.45 "
                    "million training images and 100 validation images per category. The label is the list "
                    "files' number, named by the folder of its images.")
@@ -76,8 +76,8 @@ class Places205(Recipe):
     )
     manual_instructions = (
         "Fill in the form at http://places.csail.mit.edu/downloadData.html (Places205, not Places2) to get the\n"
-        "link to the resized images, imagesPlaces205_resize.tar.gz (tens of GB; no size or checksum is\n"
-        "published). Remove only its gzip layer, do not unpack the tar:\n"
+        "link to the resized images, imagesPlaces205_resize.tar.gz (no size or checksum is published).\n"
+        "Remove only its gzip layer, do not unpack the tar:\n"
         "    gunzip imagesPlaces205_resize.tar.gz      # leaves imagesPlaces205_resize.tar\n"
         "thresher reads the tar in place and locates each image once. The split lists,\n"
         "trainvalsplit_places205.tar.gz, are downloaded for you."
