@@ -316,3 +316,12 @@ def test_list_file_with_a_line_that_is_no_image_id_names_the_line(mini: Miniatur
 def test_locate_names_the_tar_and_the_list() -> None:
     assert VOC2012.locate("segmentation_val", 3) == f"{TRAINVAL_2012} image number 3 of ImageSets/Segmentation/val.txt"
     assert VOC2007.locate("test", 0).startswith(TEST_2007)
+
+
+def test_catalog_lists_the_segmentation_fields_beside_the_detection_ones() -> None:
+    from thresher.catalog import render
+
+    text = render()
+    assert "| `voc/2012` | 2012 (default), 2007 |" in text and "| `voc/2007` |" in text
+    assert "Fields of `voc/2012` segmentation_train, segmentation_val:" in text
+    assert "* segmentation_class: mask, encoded png, 21 classes" in text
