@@ -36,51 +36,7 @@ VOC2007 = RECIPE.with_variant("2007")
 ROOT = "VOCdevkit/VOC2012/"
 
 # VOC2007 Annotations/000001.xml exactly as published (tabs and all).
-REAL_XML = b"""<annotation>
-\t<folder>VOC2007</folder>
-\t<filename>000001.jpg</filename>
-\t<source>
-\t\t<database>The VOC2007 Database</database>
-\t\t<annotation>PASCAL VOC2007</annotation>
-\t\t<image>flickr</image>
-\t\t<flickrid>341012865</flickrid>
-\t</source>
-\t<owner>
-\t\t<flickrid>Fried Camels</flickrid>
-\t\t<name>Jinky the Fruit Bat</name>
-\t</owner>
-\t<size>
-\t\t<width>353</width>
-\t\t<height>500</height>
-\t\t<depth>3</depth>
-\t</size>
-\t<segmented>0</segmented>
-\t<object>
-\t\t<name>dog</name>
-\t\t<pose>Left</pose>
-\t\t<truncated>1</truncated>
-\t\t<difficult>0</difficult>
-\t\t<bndbox>
-\t\t\t<xmin>48</xmin>
-\t\t\t<ymin>240</ymin>
-\t\t\t<xmax>195</xmax>
-\t\t\t<ymax>371</ymax>
-\t\t</bndbox>
-\t</object>
-\t<object>
-\t\t<name>person</name>
-\t\t<pose>Left</pose>
-\t\t<truncated>1</truncated>
-\t\t<difficult>0</difficult>
-\t\t<bndbox>
-\t\t\t<xmin>8</xmin>
-\t\t\t<ymin>12</ymin>
-\t\t\t<xmax>352</xmax>
-\t\t\t<ymax>498</ymax>
-\t\t</bndbox>
-\t</object>
-</annotation>
-"""
+REAL_XML = (Path(__file__).parent / "recipe_fixtures" / "voc2007_000001.xml").read_bytes()
 
 
 @pytest.fixture
