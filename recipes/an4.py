@@ -5,6 +5,8 @@ utterances of a split (paths under ``an4/wav/`` without ``.raw``), ``an4_{split}
 holds one line ``<s> WORDS </s> (utterance-id)`` per fileid in the same order (the Sphinx
 training convention), and each ``.raw`` is signed 16-bit big-endian mono PCM at 16 kHz.
 Utterance ids are ``<utterance>-<speaker>-<suffix>``, and the speaker is also the fileid's folder.
+
+Each split is one input: the archive is one gzip stream, which cannot be entered in the middle.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 The python archive would need unpickling downloaded data, which runs code from the
 network; the binary one holds the same pixels as plain bytes.
+
+Each split is one input: the archive is one gzip stream, which cannot be entered in the
+middle, so a Dask shard task reads it from the start up to its shard (fine at 163 MB).
 """
 
 from __future__ import annotations

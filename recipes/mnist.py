@@ -1,4 +1,8 @@
-"""MNIST handwritten digits: four gzip'd IDX files, 60,000 train and 10,000 test 28×28 images."""
+"""MNIST handwritten digits: four gzip'd IDX files, 60,000 train and 10,000 test 28×28 images.
+
+Each split is one input: its records come from gzip streams, which cannot be entered in the
+middle, so workers encode batches this process reads (the decompression is the cheap part).
+"""
 
 from __future__ import annotations
 

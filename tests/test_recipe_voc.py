@@ -279,5 +279,5 @@ def test_catalog_lists_the_segmentation_fields_beside_the_detection_ones() -> No
 
     text = render()
     assert "| `voc/2012` | 2012 (default), 2007 |" in text and "| `voc/2007` |" in text
-    assert "Fields of `voc/2012` segmentation_train, segmentation_val:" in text
+    assert "Fields of `voc/2012` split `segmentation_train`:" in text
     assert "* segmentation_class: mask, encoded png, 21 classes" in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 from thresher.atomic import human_bytes
 from thresher.recipe import Recipe
 from thresher.registry import all_recipes
-from thresher.schema import Schema
 
 
 def render() -> str:
@@ -26,23 +25,14 @@ def render() -> str:
                       + (f" (`pip install 'thresher[{recipe.extra}]'`)." if recipe.extra else "."), ""]
         for edition in _editions(recipe):
             lines += [f"Fields of `{edition.key}`:", "", *(f"* {line}" for line in edition.schema.describe()), ""]
-            for schema, names in _other_schemas(edition):
-                lines += [f"Fields of `{edition.key}` {', '.join(names)}:", "",
+            for split, schema in edition.own_split_schemas.items():
+                lines += [f"Fields of `{edition.key}` split `{split}`:", "",
                           *(f"* {line}" for line in schema.describe()), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _editions(recipe: Recipe) -> list[Recipe]:
     return [recipe.with_variant(v) for v in (recipe.variant_names or (None,))]
-
-
-def _other_schemas(recipe: Recipe) -> list[tuple[Schema, list[str]]]:
-    """Schemas of splits whose records hold other fields than the recipe's, with those splits."""
-    found: dict[Schema, list[str]] = {}
-    for split in recipe.splits:
-        if split.schema is not None and split.schema != recipe.schema:
-            found.setdefault(split.schema, []).append(split.name)
-    return list(found.items())
 
 
 def _variants(recipe: Recipe) -> str:

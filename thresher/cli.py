@@ -225,6 +225,8 @@ def info_text(recipe: Recipe) -> str:
         "",
         "schema:",
         *(f"  {line}" for line in recipe.schema.describe()),
+        *(line for split, schema in recipe.own_split_schemas.items()
+          for line in ("", f"schema of {split}:", *(f"  {x}" for x in schema.describe()))),
         "",
         "sources:",
     ]

@@ -97,6 +97,9 @@ class Manifest:
     created_by: str = ""
     shard_size: int = 1 << 30  # the target asked for; shards are planned by record count from it
     generation: str = ""  # the directory (beside the manifest) holding this output's shards
+    # Splits whose records hold other fields than ``schema`` (a test split without labels, a
+    # segmentation subset with masks), for every such split of the recipe, prepared or not.
+    split_schemas: dict[str, Schema] = field(default_factory=dict)
     directory: Path | None = None  # where it lives; not serialised
     run: RunReport | None = None  # set by prepare(); not serialised
 
@@ -107,8 +110,18 @@ class Manifest:
             "recipe": self.recipe, "recipe_version": self.recipe_version, "format": self.format,
             "codec": self.codec, "channel_order": self.channel_order, "options": self.options,
             "schema": self.schema.to_json(), "sources": self.sources, "key_format": self.key_format,
-            "shard_size": self.shard_size,
+            "shard_size": self.shard_size, **self._split_schemas_json(),
         }
+
+    def schema_of(self, split: str) -> Schema:
+        """The fields of ``split``'s records."""
+        return self.split_schemas.get(split, self.schema)
+
+    def _split_schemas_json(self) -> dict[str, Any]:
+        # Left out when empty, so outputs of recipes without split schemas keep their bytes and generation.
+        if not self.split_schemas:
+            return {}
+        return {"split_schemas": {name: s.to_json() for name, s in sorted(self.split_schemas.items())}}
 
     @property
     def generation_name(self) -> str:
@@ -153,6 +166,7 @@ class Manifest:
             "generation": self.generation,
             "options": self.options,
             "schema": self.schema.to_json(),
+            **self._split_schemas_json(),
             "sources": self.sources,
             "splits": {name: asdict(entry) for name, entry in sorted(self.splits.items())},
         }
@@ -180,6 +194,7 @@ class Manifest:
             splits={k: SplitEntry.from_json(v) for k, v in data["splits"].items()},
             created_by=data.get("created_by", ""), shard_size=data.get("shard_size", 1 << 30),
             generation=data.get("generation", ""), directory=directory,
+            split_schemas={k: Schema.from_json(v) for k, v in data.get("split_schemas", {}).items()},
         )
 
     @classmethod

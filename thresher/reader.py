@@ -60,9 +60,9 @@ class Dataset:
         self.manifest = manifest
         self.split = split
         self.decode = decode
-        self.schema: Schema = manifest.schema
+        self.schema: Schema = manifest.schema_of(split)
         storage = get_format(manifest.format)
-        context = ShardContext(manifest.schema, manifest.channel_order)
+        context = ShardContext(self.schema, manifest.channel_order)
         entry = manifest.splits[split]
         problems = split_problems(entry, directory=f"{manifest.generation}/{split}", key_format=manifest.key_format,
                                   shard_name=storage.shard_name)
@@ -250,6 +250,12 @@ class Dataset:
     def close(self) -> None:
         for shard in self.shards:
             shard.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _within(file: str, shard: str) -> str:

@@ -299,7 +299,13 @@ class Recipe:
     @property
     def default_codec(self) -> str:
         """``datum`` where a record is one image and one integer label, ``tensorprotos`` otherwise."""
-        return "datum" if classic_pair(self.schema) is not None else "tensorprotos"
+        fits = all(classic_pair(self.split_schema(s)) is not None for s in self.split_names)
+        return "datum" if fits and classic_pair(self.schema) is not None else "tensorprotos"
+
+    @property
+    def own_split_schemas(self) -> dict[str, Schema]:
+        """The splits whose records hold other fields than :attr:`schema`, with their schemas."""
+        return {s.name: s.schema for s in self.splits if s.schema is not None and s.schema != self.schema}
 
 
 def _importable(module: str) -> bool:

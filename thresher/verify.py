@@ -111,6 +111,8 @@ def inspect_text(path: str | Path, *, first: int = 3) -> str:
         + f", channel order {manifest.channel_order}, layout {manifest.layout}, keys {manifest.key_format}",
         "schema:",
         *(f"  {line}" for line in manifest.schema.describe()),
+        *(line for split in splits if split in manifest.split_schemas
+          for line in (f"schema of {split}:", *(f"  {x}" for x in manifest.split_schemas[split].describe()))),
     ]
     for split in splits:
         entry = manifest.splits[split]
@@ -119,7 +121,7 @@ def inspect_text(path: str | Path, *, first: int = 3) -> str:
         dataset = Dataset(manifest, split, decode=True)
         try:  # a damaged shard stops here with a CorruptShardError that says what to do
             for i in range(min(first, len(dataset))):
-                lines.append(f"  [{i}] " + describe_record(dataset[i], manifest.schema))
+                lines.append(f"  [{i}] " + describe_record(dataset[i], dataset.schema))
         finally:
             dataset.close()
     return "\n".join(lines)

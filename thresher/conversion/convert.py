@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from thresher import transforms
 from thresher.codecs import get_codec
 from thresher.features import Schema
-from thresher.recipe import WHERE, BadRecord, Record, RecordBatch
+from thresher.recipe import WHERE, BadRecord, Recipe, Record, RecordBatch
 from thresher.sources.extent import resolved
 from thresher.transforms import ConvertOptions
+
+if TYPE_CHECKING:
+    from thresher.conversion.pieces import Piece
 
 log = logging.getLogger("thresher")
 
@@ -47,6 +51,7 @@ class Unit:
     start: int
     items: list[Any] | RecordBatch
     clean: bool = False  # known to hold no BadRecord (encoded column-wise)
+    split: str = ""  # whose plan encodes it
 
     def __len__(self) -> int:
         return len(self.items)
@@ -60,26 +65,26 @@ def unit_size(plan: EncodePlan) -> int:
 
 
 def units(records: Iterable[Record | BadRecord | RecordBatch], start: int = 0,
-          size: int = CHUNK_RECORDS) -> Iterator[Unit]:
+          size: int = CHUNK_RECORDS, split: str = "") -> Iterator[Unit]:
     """Group a recipe's output into units of ``size`` records, keeping batches whole."""
     index = start
     pending: list[Any] = []
     for item in records:
         if isinstance(item, RecordBatch):
             if pending:
-                yield Unit(index, pending)
+                yield Unit(index, pending, split=split)
                 index += len(pending)
                 pending = []
-            yield Unit(index, item)
+            yield Unit(index, item, split=split)
             index += len(item)
         else:
             pending.append(item)
             if len(pending) >= size:
-                yield Unit(index, pending)
+                yield Unit(index, pending, split=split)
                 index += len(pending)
                 pending = []
     if pending:
-        yield Unit(index, pending)
+        yield Unit(index, pending, split=split)
 
 
 def skip_records(stream: Iterable[Record | BadRecord | RecordBatch], count: int
@@ -116,20 +121,39 @@ def take_records(stream: Iterable[Record | BadRecord | RecordBatch], count: int
 
 # -- encoding (runs in worker processes) --------------------------------------------------------------
 
-_PLAN: EncodePlan | None = None
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every encoding process of one ``prepare`` call holds: each split's plan, and for
+    recipes with inputs, the recipe and its files so that a worker reads its pieces itself."""
+
+    plans: dict[str, EncodePlan]
+    recipe: Recipe | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+_SETUP: WorkerSetup | None = None
 _CODEC: Any = None
 
 
-def init_worker(plan: EncodePlan) -> None:
-    global _PLAN, _CODEC
-    _PLAN = plan
-    _CODEC = get_codec(plan.codec) if plan.codec else None
+def init_worker(setup: WorkerSetup) -> None:
+    global _SETUP, _CODEC
+    _SETUP = setup
+    codecs = {plan.codec for plan in setup.plans.values()}
+    _CODEC = get_codec(codecs.pop()) if codecs and None not in codecs else None
 
 
-def encode_unit(unit: Unit) -> Unit:
-    """A unit of records to a unit of payloads (bytes for codecs, records or columns for HDF5)."""
-    assert _PLAN is not None
-    return encode_with(_PLAN, _CODEC, unit)
+def encode_work(work: Unit | Piece) -> list[Unit]:
+    """A unit of records, or a piece of a split read here, to units of payloads
+    (bytes for codecs, records or columns for HDF5)."""
+    from thresher.conversion.pieces import Piece, read_piece
+
+    assert _SETUP is not None
+    plan = _SETUP.plans[work.split]
+    if isinstance(work, Piece):
+        assert _SETUP.recipe is not None
+        records = read_piece(_SETUP.recipe, _SETUP.files, work)
+        return [encode_with(plan, _CODEC, unit) for unit in units(records, work.start, work.count, work.split)]
+    return [encode_with(plan, _CODEC, work)]
 
 
 def encode_with(plan: EncodePlan, codec: Any, unit: Unit) -> Unit:

@@ -1,10 +1,16 @@
 """Preparing on a Dask cluster: one task per shard, the manifest assembled by the client.
 
-Every worker must see the data root at the same path (a shared filesystem). A task reads
-its split from the downloaded files, keeps the records of its shard (source indexes
-``[k*R, (k+1)*R)``), writes the shard under a temporary name and renames it when complete,
-so a failed or retried task never leaves a partial shard under a final name. Because a
-shard's bytes depend only on its records, the output equals a local run byte for byte.
+Every worker must see the data root at the same path (a shared filesystem). A task writes
+the records of its shard (source indexes ``[k*R, (k+1)*R)``) under a temporary name and
+renames it when complete, so a failed or retried task never leaves a partial shard under a
+final name. Because a shard's bytes depend only on its records, the output equals a local
+run byte for byte.
+
+For a recipe with inputs, the client lists them once and hands each task the inputs that
+hold its records (a :class:`~thresher.conversion.pieces.Piece`): all tasks together read
+about the split once. A recipe that is one stream (one compressed file) has no such
+division: each task reads it from the start up to its shard, so the work grows with the
+square of the number of shards; such recipes say so.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from thresher.conversion.convert import (
     take_records,
     units,
 )
+from thresher.conversion.pieces import InputPlan, Piece, read_piece
 from thresher.conversion.progress import ProgressState, remove_stale_temporaries, resume_split
 from thresher.conversion.sink import ShardResult, ShardSink, write_shard_from
 from thresher.formats import ShardContext, StorageFormat, get_format
@@ -64,14 +71,18 @@ def connect(scheduler: str | None) -> Any:
     return Client(scheduler)
 
 
-def run_shard(task: ShardTask, shard: int) -> ShardResult | None:
-    """Runs on a worker: write shard ``shard``, or return None when the split ends before it."""
+def run_shard(task: ShardTask, shard: int, piece: Piece | None = None) -> ShardResult | None:
+    """Runs on a worker: write shard ``shard`` from ``piece`` (its inputs) or from the recipe's
+    stream; return None when the split ends before it."""
     recipe = get_recipe(task.recipe)
     storage = get_format(task.format)
     out_dir = Path(task.out_dir)
     files = {name: Path(path) for name, path in task.files.items()}
     start = shard * task.per_shard
-    records = take_records(skip_records(recipe.records(task.split, files), start), task.per_shard)
+    if piece is not None:
+        records = read_piece(recipe, files, piece)
+    else:
+        records = take_records(skip_records(recipe.records(task.split, files), start), task.per_shard)
     sink = ShardSink(storage, out_dir / task.generation / task.split, out_dir, ShardContext(task.plan.schema, task.plan.channel_order),
                      task.key_format, task.per_shard, skip_bad=task.skip_bad,
                      locate=lambda index: recipe.locate(task.split, index))
@@ -82,7 +93,7 @@ def plan_records_per_shard(recipe: Recipe, split: str, files: Mapping[str, Path]
                            shard_size: int) -> int:
     """Records per shard from the first good record, exactly as a local run would plan it."""
     codec = get_codec(plan.codec) if plan.codec else None
-    for unit in units(recipe.records(split, files)):
+    for unit in units(recipe.records(split, files), size=1):  # read no further than the first good record
         payload = first_payload(encode_with(plan, codec, unit))
         if payload is not None:
             return records_per_shard(shard_size, payload)
@@ -113,16 +124,21 @@ def convert_split_on_cluster(
                      manifest.generation, manifest.key_format, per_shard, skip_bad)
     window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
     results: dict[int, ShardResult | None] = {}
-    end: int | None = None  # index of the first shard past the end of the split, once known
+    listed = recipe.inputs(split, files)
+    inputs = InputPlan(listed) if listed is not None else None
+    # The index of the first shard past the end of the split: known from the inputs, or once a task finds it.
+    end: int | None = None if inputs is None else -(-inputs.total // per_shard)
     next_shard = len(state.shards)
 
     def submit(shard: int) -> Any:
-        return client.submit(run_shard, task, shard, retries=TASK_RETRIES, pure=False,
+        piece = None if inputs is None else inputs.piece(split, shard * per_shard, (shard + 1) * per_shard)
+        return client.submit(run_shard, task, shard, piece, retries=TASK_RETRIES, pure=False,
                              key=f"thresher-{recipe.name}-{split}-shard-{shard:05d}-{manifest.format}")
 
-    futures = [submit(next_shard + i) for i in range(window)]
+    first = range(next_shard, next_shard + window if end is None else min(end, next_shard + window))
+    futures = [submit(shard) for shard in first]
     pending = as_completed(futures, with_results=True)
-    submitted = next_shard + window
+    submitted = first.stop
     try:
         for future, result in pending:
             shard = int(future.key.split("-shard-")[1].split("-")[0])
@@ -131,7 +147,7 @@ def convert_split_on_cluster(
                 end = shard if end is None else min(end, shard)
             elif result.entry.consumed < per_shard:
                 end = shard + 1 if end is None else min(end, shard + 1)
-            if end is None:
+            if end is None or submitted < end:
                 futures.append(submit(submitted))
                 pending.add(futures[-1])
                 submitted += 1
@@ -139,7 +155,7 @@ def convert_split_on_cluster(
     except BaseException:
         client.cancel(futures)
         raise
-    assert end is not None
+    end = len(state.shards) if end is None else end  # nothing was left to submit
     missing = [k for k in range(len(state.shards), end) if results.get(k) is None]
     if missing:
         raise RuntimeError(f"{split_dir}: shard tasks {missing} returned no shard inside the split")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from thresher.codecs import get_codec
 from thresher.conversion.convert import (
     EncodePlan,
     Unit,
-    encode_unit,
+    WorkerSetup,
+    encode_work,
     first_payload,
     init_worker,
     records_per_shard,
@@ -38,6 +39,7 @@ from thresher.conversion.convert import (
 from thresher.conversion.distributed import connect, convert_split_on_cluster
 from thresher.conversion.executors import OrderedPool
 from thresher.conversion.generations import Stamps, intact_prefix, link_splits, split_intact, switch_to
+from thresher.conversion.pieces import InputPlan, Piece
 from thresher.conversion.progress import PROGRESS_NAME, ProgressState, resume_split
 from thresher.conversion.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.errors import ThresherError, UnsupportedCodecError
@@ -98,12 +100,13 @@ def prepare(
     recipe = usable_recipe(name)
     storage = get_format(format)
     options = options or ConvertOptions()
-    schema = transforms.output_schema(recipe.schema, options)
-    codec_name = choose_codec(recipe, storage, schema, codec)
-    channel_order = pixel_order(recipe, schema, options)
     wanted = list(splits) if splits else list(recipe.split_names)
     for split in wanted:
         recipe.split(split)
+    schema = transforms.output_schema(recipe.schema, options)
+    schemas = {split: transforms.output_schema(recipe.split_schema(split), options) for split in recipe.split_names}
+    codec_name = choose_codec(recipe, storage, [schemas[split] for split in wanted], codec)
+    channel_order = pixel_order(recipe, list(schemas.values()), options)
     root = Path(root)
     out_dir = root / recipe.key / storage.name
     downloads = Path(download_dir) if download_dir else root / recipe.key / "downloads"
@@ -118,6 +121,7 @@ def prepare(
             key_format=key_format(recipe, wanted), options=options.to_json(), schema=schema,
             sources=[source_entry(fn, path) for fn, path in sorted(files.items())],
             splits={}, created_by=f"thresher {__version__}", shard_size=shard_size,
+            split_schemas={split: schemas[split] for split in recipe.own_split_schemas},
         )
         manifest.generation = manifest.generation_name
         previous = _previous_manifest(out_dir)
@@ -129,23 +133,25 @@ def prepare(
             return previous
         # Published counts against the files' headers: an error, or with --checksums a warning.
         warnings = {split: compare_counts(recipe, split, files, overridden=checksums is not None) for split in todo}
-        plan = EncodePlan(recipe.schema, schema, options, codec_name, channel_order)
+        plans = {split: EncodePlan(recipe.split_schema(split), schemas[split], options, codec_name, channel_order)
+                 for split in todo}
         check_free_space(out_dir, _estimated_output_bytes(recipe, todo, files), "the conversion")
         client = connect(scheduler) if executor == "dask" else None
-        encoders = OrderedPool(encode_unit, workers, init_worker, (plan,)) if client is None else None
+        setup = WorkerSetup(plans, recipe, dict(files))
+        encoders = OrderedPool(encode_work, workers, init_worker, (setup,)) if client is None else None
         finisher = ShardFinisher()
         pending: list[tuple[str, PendingSplit]] = []
         try:
             for split in todo:
                 if encoders is not None:
                     pending.append((split, convert_split(
-                        recipe, split, files, storage, plan, out_dir, manifest, encoders=encoders,
+                        recipe, split, files, storage, plans[split], out_dir, manifest, encoders=encoders,
                         finisher=finisher, trusted=trusted.get(split), shard_size=shard_size, skip_bad=skip_bad,
                         progress=progress,
                     )))
                 else:
                     state, split_dir = convert_split_on_cluster(
-                        client, recipe, split, files, storage, plan, out_dir, manifest,
+                        client, recipe, split, files, storage, plans[split], out_dir, manifest,
                         shard_size=shard_size, skip_bad=skip_bad, trusted=trusted.get(split),
                     )
                     manifest.splits[split] = split_entry(storage, split_dir, out_dir, state)
@@ -172,22 +178,25 @@ def prepare(
     return manifest
 
 
-def choose_codec(recipe: Recipe, storage: StorageFormat, schema: Schema, codec: str | None) -> str | None:
+def choose_codec(recipe: Recipe, storage: StorageFormat, schemas: list[Schema], codec: str | None) -> str | None:
+    """The codec for the splits of ``schemas``, checked against each of them."""
     if not storage.uses_codec:
         if codec is not None:
             raise UnsupportedCodecError(
                 f"{storage.name} stores arrays per field, not codec values; leave out --codec {codec}"
             )
-        check_hdf5_schema(schema)
+        for schema in schemas:
+            check_hdf5_schema(schema)
         return None
     name = codec or recipe.default_codec
-    get_codec(name).check(schema)
+    for schema in schemas:
+        get_codec(name).check(schema)
     return name
 
 
-def pixel_order(recipe: Recipe, schema: Schema, options: ConvertOptions) -> str:
+def pixel_order(recipe: Recipe, schemas: list[Schema], options: ConvertOptions) -> str:
     """Channel order of stored raw pixels: the Caffe tool's for this data unless asked otherwise."""
-    images = [f for f in schema if type(f) is Image]  # colour photos; label maps have no channel order
+    images = [f for schema in schemas for f in schema if type(f) is Image]  # photos; label maps have no order
     if not images:
         return "NONE"
     if all(f.shape is not None and f.shape[2] == 1 for f in images):
@@ -278,8 +287,7 @@ def convert_split(
     """Convert one split here, encoding with ``encoders``, resuming after finished shards."""
     split_dir, state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint, trusted)
     start = state.consumed
-    stream = skip_records(recipe.records(split, files), start)
-    encoded = encoders.map(units(stream, start, unit_size(plan)))
+    encoded = (unit for done in encoders.map(_work(recipe, split, files, start, unit_size(plan))) for unit in done)
 
     def shard_done(result: ShardResult) -> None:
         state.record(result.index, result.entry, result.skip_notes)
@@ -315,6 +323,15 @@ def convert_split(
         if bar is not None:
             bar.close()
     return PendingSplit(sink, storage, split_dir, out_dir, state)
+
+
+def _work(recipe: Recipe, split: str, files: Mapping[str, Path], start: int, size: int) -> Iterator[Unit | Piece]:
+    """What the encoders get from ``start`` on: pieces they read themselves when the recipe has
+    inputs, else units read here from its single stream."""
+    inputs = recipe.inputs(split, files)
+    if inputs is None:
+        return units(skip_records(recipe.records(split, files), start), start, size, split)
+    return InputPlan(inputs).pieces(split, start, size)
 
 
 class PendingSplit:
