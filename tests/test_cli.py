@@ -143,7 +143,7 @@ def test_demo_prepares_every_recipe_in_every_format_and_draws_sheets(tmp_path: P
     assert proc.returncode == 0, proc.stderr
     for name in all_recipes():
         for fmt in ("lmdb", "minidb", "hdf5"):
-            assert (tmp_path / "datasets" / all_recipes()[name].key / fmt / "manifest.json").is_file()
+            assert (tmp_path / "datasets" / all_recipes()[name].with_variant(None).key / fmt / "manifest.json").is_file()
         with Image.open(tmp_path / "sheets" / f"{name}-{all_recipes()[name].split_names[0]}.png") as img:
             assert img.width >= 96
     assert proc.stdout.count("verify: OK") == 3 * len(all_recipes())

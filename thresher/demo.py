@@ -62,7 +62,7 @@ def run(directory: Path) -> list[Path]:
                 print(f"  {manifest.summary()} verify: {'OK' if report.ok else report.problems}")
             split = recipe.split_names[0]
             sheet = directory / "sheets" / f"{name}-{split}.png"
-            sheets.append(contact_sheet(open_split(directory / "datasets" / recipe.key / "lmdb" / split), sheet))
+            sheets.append(contact_sheet(open_split(directory / "datasets" / recipe.with_variant(None).key / "lmdb" / split), sheet))
     print("contact sheets:", *sheets, sep="\n  ")
     return sheets
 
