@@ -16,11 +16,11 @@ import time
 import traceback
 from types import ModuleType
 
-from benchmarks import conversion, download, jpeg, loader, memory, reading, report, startup
+from benchmarks import cluster, conversion, download, jpeg, loader, memory, reading, report, startup
 from benchmarks.common import Table, background_load
 from benchmarks.inputs import Workspace
 
-BENCHMARKS: dict[str, ModuleType] = {m.NAME: m for m in (conversion, reading, loader, jpeg, download, memory, startup)}
+BENCHMARKS: dict[str, ModuleType] = {m.NAME: m for m in (conversion, reading, loader, cluster, jpeg, download, memory, startup)}
 QUICK_SCALE = 0.1
 BUSY = 0.15  # cores of background load above which timings are flagged
 

@@ -159,3 +159,9 @@ def background_load(seconds: float = 1.0) -> float:
     before = machine_busy_seconds()
     time.sleep(seconds)
     return (machine_busy_seconds() - before) / seconds
+
+
+def shard_hashes(manifest: Any) -> list[tuple[str, str]]:
+    """Path and sha256 of every shard file a manifest records, to compare two runs' outputs."""
+    return [(f.path, f.sha256) for split in sorted(manifest.splits)
+            for shard in manifest.splits[split].shards for f in shard.files]

@@ -13,7 +13,7 @@ import shutil
 from typing import Any
 
 import thresher
-from benchmarks.common import MB, Table, Target, machine_busy_seconds, number, rate, timed
+from benchmarks.common import MB, Table, Target, machine_busy_seconds, number, rate, shard_hashes, timed
 from benchmarks.inputs import Workspace
 from benchmarks.profiling import facts, profile
 
@@ -54,7 +54,7 @@ def run(ws: Workspace, quick: bool) -> Table:
               f"{one:.1f} s · {rate(photos, one, 'img')}", "—", None, "—")
     table.add(f"workers=2, {photos:,} photos (runs: {_listed(times[2])})", f"{two:.1f} s · {rate(photos, two, 'img')}",
               f"workers=1: {one:.1f} s", one / two, f"{number(one / two)}× speed-up", TARGET)
-    hashes_one, hashes_two = _shard_hashes(manifest_one), _shard_hashes(manifest_two)
+    hashes_one, hashes_two = shard_hashes(manifest_one), shard_hashes(manifest_two)
     identical = hashes_one == hashes_two
     row = table.add("output identical for workers=1 and 2", f"{len(hashes_one)} shard files, sha256 "
                     + ("identical" if identical else "DIFFERENT"), "workers=1 manifest", None, "—")
@@ -96,8 +96,3 @@ def run(ws: Workspace, quick: bool) -> Table:
 
 def _listed(seconds: list[float]) -> str:
     return ", ".join(f"{t:.2f} s" for t in seconds)
-
-
-def _shard_hashes(manifest: Any) -> list[tuple[str, str]]:
-    return [(f.path, f.sha256) for split in sorted(manifest.splits)
-            for shard in manifest.splits[split].shards for f in shard.files]

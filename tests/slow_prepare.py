@@ -3,7 +3,7 @@
 Run as a script (``python tests/slow_prepare.py prepare ...``). The fork server imports the main
 script into every worker, so the slowdown below applies to the workers' encoding as well.
 ``THRESHER_TEST_MARKS`` is a directory: a file ``<split>-<index>`` appears there when the main
-process takes that record to encode, and ``encoder-<pid>`` when a process (the main one or a
+process takes that record to encode (or hands out the piece holding it, for recipes with inputs), and ``encoder-<pid>`` when a process (the main one or a
 worker) first encodes. ``THRESHER_TEST_DELAY`` is seconds of sleep per unit in a worker (ten times that in the main process).
 ``THRESHER_TEST_SWALLOWED_AT`` names a unit (by its first record) whose encoding raises a Ctrl-C
 that Python swallows.
@@ -22,6 +22,7 @@ from typing import Any
 
 from thresher.cli import main
 from thresher.conversion import convert, pipeline
+from thresher.conversion.pieces import Piece
 from thresher.recipe import Recipe, RecordBatch
 from thresher.registry import all_recipes
 
@@ -64,8 +65,21 @@ def announcing(records: Any) -> Any:
     return one_by_one
 
 
+def announcing_pieces(work: Any) -> Any:
+    """For recipes with inputs, whose records the workers read: announce a piece's records as it is handed out."""
+    def handed_out(*args: Any) -> Iterator[Any]:
+        for item in work(*args):
+            if MARKS and isinstance(item, Piece):
+                for index in range(item.start, item.start + item.count):
+                    Path(MARKS, f"{item.split}-{index}").touch()
+            yield item
+
+    return handed_out
+
+
 convert.encode_with = slow_encode_with
 pipeline.unit_size = lambda plan: 1
+pipeline._work = announcing_pieces(pipeline._work)
 for recipe in all_recipes().values():
     type(recipe).records = announcing(type(recipe).records)
 

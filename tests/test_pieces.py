@@ -199,3 +199,11 @@ def test_dask_tasks_read_about_the_input_once_and_equal_a_local_run(parts, clust
     assert Counter(name for name, _ in reads(tmp_path / "dask")) == expected
     pids = {line.split()[2] for line in (tmp_path / "dask/parts/downloads/parts.txt.reads").read_text().splitlines()}
     assert len(pids - {str(os.getpid())}) == 2, "both workers read"
+
+
+def test_dask_runs_show_a_bar_per_split(parts, cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kwargs, _ = parts
+    thresher.prepare("parts", root=tmp_path, shard_size=300, executor="dask", scheduler=cluster.scheduler_address,
+                     **{**kwargs, "progress": True})
+    err = capsys.readouterr().err
+    assert "parts/train" in err and "parts/test" in err and "rec" in err

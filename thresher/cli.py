@@ -208,7 +208,7 @@ def info_text(recipe: Recipe) -> str:
     lines = [
         f"{recipe.key} {recipe.version}: {recipe.title}",
         "",
-        textwrap.fill(recipe.description, 100),
+        textwrap.fill(recipe.description, 100, break_on_hyphens=False),
         "",
         f"homepage: {recipe.homepage}",
         f"license:  {recipe.license}",
@@ -236,7 +236,7 @@ def info_text(recipe: Recipe) -> str:
         lines.append(f"    checksums from: {s.checksum_source}")
         for url in s.urls:
             lines.append(f"    {url}")
-    citation = "\n".join(textwrap.fill(entry, 100, subsequent_indent="    ") for entry in recipe.citation.splitlines())
+    citation = "\n".join(textwrap.fill(entry, 100, subsequent_indent="    ", break_on_hyphens=False) for entry in recipe.citation.splitlines())
     lines += ["", "citation:", citation or "  (none given by the publisher)"]
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""``thresher show``: a contact sheet of images with their labels, or waveform strips for audio.
+"""``thresher show``: a contact sheet of images with their labels, waveform strips for audio, or
+lines of values for tables and text.
 
 Each field's feature decides how it appears: masks and boxes draw themselves on the photo,
 labels caption it by class name, tensors by their values or shape.
@@ -19,6 +20,7 @@ from thresher.reader import Dataset
 CELL = 96
 LABEL_HEIGHT = 14
 STRIP = (480, 60)
+TEXT_LINE = (640, 14)  # the default bitmap font fits about 100 characters in this width
 
 
 def contact_sheet(dataset: Dataset, output: Path, *, count: int = 32, columns: int = 8) -> Path:
@@ -37,7 +39,7 @@ def contact_sheet(dataset: Dataset, output: Path, *, count: int = 32, columns: i
     elif audio:
         sheet = _waveform_sheet(records, audio[0].name, caption)
     else:
-        raise ValueError("this dataset has neither images nor audio to show")
+        sheet = _text_sheet(records, list(schema))
     output.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(output)
     return output
@@ -93,4 +95,18 @@ def _waveform_sheet(records: list[dict[str, Any]], field: str, caption: list[Fea
                 if bucket.size:
                     draw.line([(x, mid - bucket.max() * scale), (x, mid - bucket.min() * scale)], fill="navy")
         draw.line([(0, mid), (width, mid)], fill="lightgray")
+    return sheet
+
+
+def _text_sheet(records: list[dict[str, Any]], fields: list[Feature]) -> PILImage.Image:
+    """One line per record of each field's caption (or summary): for tables and sentences."""
+    width, height = TEXT_LINE
+    sheet = PILImage.new("RGB", (width, len(records) * height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, record in enumerate(records):
+        parts = []
+        for f in fields:
+            caption = f.caption(record[f.name])
+            parts.append(f"{f.name}: {caption if caption is not None else f.summary(record[f.name])}")
+        draw.text((2, i * height), "  ".join(parts)[:100], fill="black")
     return sheet

@@ -32,7 +32,7 @@ from thresher.conversion.convert import (
     units,
 )
 from thresher.conversion.pieces import InputPlan, Piece, read_piece
-from thresher.conversion.progress import ProgressState, remove_stale_temporaries, resume_split
+from thresher.conversion.progress import ProgressState, progress_bar, remove_stale_temporaries, resume_split
 from thresher.conversion.sink import ShardResult, ShardSink, write_shard_from
 from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.manifest import Manifest
@@ -100,67 +100,115 @@ def plan_records_per_shard(recipe: Recipe, split: str, files: Mapping[str, Path]
     return 1
 
 
-def convert_split_on_cluster(
+class _SplitJob:
+    """The shard tasks of one split: which to submit next, and the results noted in order."""
+
+    def __init__(self, recipe: Recipe, split: str, files: Mapping[str, Path], storage: StorageFormat,
+                 plan: EncodePlan, out_dir: Path, manifest: Manifest, *, shard_size: int, skip_bad: bool,
+                 trusted: ProgressState | None, progress: bool | None) -> None:
+        self.split = split
+        self.split_dir, self.state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint,
+                                                  trusted)
+        per_shard = self.state.records_per_shard or plan_records_per_shard(recipe, split, files, plan, shard_size)
+        self.state.records_per_shard = self.per_shard = per_shard
+        self.task = ShardTask(recipe.key, split, {k: str(v) for k, v in files.items()}, storage.name, plan,
+                              str(out_dir), manifest.generation, manifest.key_format, per_shard, skip_bad)
+        listed = recipe.inputs(split, files)
+        self.inputs = InputPlan(listed) if listed is not None else None
+        # The first shard past the end of the split: known from the inputs, or once a task finds it.
+        self.end: int | None = None if self.inputs is None else -(-self.inputs.total // per_shard)
+        self.next_shard = len(self.state.shards)
+        self.results: dict[int, ShardResult | None] = {}
+        self.key = f"thresher-{recipe.name}-{split}-{manifest.format}-shard-"
+        self.bar = progress_bar(recipe, split, progress, self.state.consumed)
+
+    def take(self) -> tuple[int, Piece | None] | None:
+        """The next shard to submit and its inputs, or None when every shard of the split is out."""
+        shard = self.next_shard
+        if self.end is not None and shard >= self.end:
+            return None
+        self.next_shard += 1
+        piece = None if self.inputs is None else self.inputs.piece(
+            self.split, shard * self.per_shard, (shard + 1) * self.per_shard)
+        return shard, piece
+
+    def done(self, shard: int, result: ShardResult | None) -> None:
+        self.results[shard] = result
+        if self.bar is not None and result is not None:
+            self.bar.update(result.entry.consumed)
+        if result is None:
+            self.end = shard if self.end is None else min(self.end, shard)
+        elif result.entry.consumed < self.per_shard:
+            self.end = shard + 1 if self.end is None else min(self.end, shard + 1)
+        _record_in_order(self.state, self.results, self.end)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def finish(self) -> tuple[ProgressState, Path]:
+        end = len(self.state.shards) if self.end is None else self.end
+        missing = [k for k in range(len(self.state.shards), end) if self.results.get(k) is None]
+        if missing:
+            raise RuntimeError(f"{self.split_dir}: shard tasks {missing} returned no shard inside the split")
+        remove_stale_temporaries(self.split_dir)  # left by tasks that died and were retried elsewhere
+        return self.state, self.split_dir
+
+
+def convert_splits_on_cluster(
     client: Any,
     recipe: Recipe,
-    split: str,
+    splits: list[str],
     files: Mapping[str, Path],
     storage: StorageFormat,
-    plan: EncodePlan,
+    plans: Mapping[str, EncodePlan],
     out_dir: Path,
     manifest: Manifest,
     *,
     shard_size: int,
     skip_bad: bool,
-    trusted: ProgressState | None = None,
-) -> tuple[ProgressState, Path]:
-    """Run the shard tasks of one split; resumes after shards a previous run finished."""
+    trusted: Mapping[str, ProgressState] | None = None,
+    progress: bool | None = None,
+) -> dict[str, tuple[ProgressState, Path]]:
+    """Run the shard tasks of every split through one window, so no split waits for another's
+    last shard; each resumes after the shards a previous run finished."""
     from distributed import as_completed
 
-    split_dir, state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint, trusted)
-    per_shard = state.records_per_shard or plan_records_per_shard(recipe, split, files, plan, shard_size)
-    state.records_per_shard = per_shard
-    task = ShardTask(recipe.key, split, {k: str(v) for k, v in files.items()}, storage.name, plan, str(out_dir),
-                     manifest.generation, manifest.key_format, per_shard, skip_bad)
+    trusted = trusted or {}
+    jobs = [_SplitJob(recipe, split, files, storage, plans[split], out_dir, manifest, shard_size=shard_size,
+                      skip_bad=skip_bad, trusted=trusted.get(split), progress=progress) for split in splits]
     window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
-    results: dict[int, ShardResult | None] = {}
-    listed = recipe.inputs(split, files)
-    inputs = InputPlan(listed) if listed is not None else None
-    # The index of the first shard past the end of the split: known from the inputs, or once a task finds it.
-    end: int | None = None if inputs is None else -(-inputs.total // per_shard)
-    next_shard = len(state.shards)
+    owners: dict[str, tuple[_SplitJob, int]] = {}
+    futures: list[Any] = []
+    pending = as_completed([], with_results=True)
 
-    def submit(shard: int) -> Any:
-        piece = None if inputs is None else inputs.piece(split, shard * per_shard, (shard + 1) * per_shard)
-        return client.submit(run_shard, task, shard, piece, retries=TASK_RETRIES, pure=False,
-                             key=f"thresher-{recipe.name}-{split}-shard-{shard:05d}-{manifest.format}")
-
-    first = range(next_shard, next_shard + window if end is None else min(end, next_shard + window))
-    futures = [submit(shard) for shard in first]
-    pending = as_completed(futures, with_results=True)
-    submitted = first.stop
-    try:
-        for future, result in pending:
-            shard = int(future.key.split("-shard-")[1].split("-")[0])
-            results[shard] = result
-            if result is None:
-                end = shard if end is None else min(end, shard)
-            elif result.entry.consumed < per_shard:
-                end = shard + 1 if end is None else min(end, shard + 1)
-            if end is None or submitted < end:
-                futures.append(submit(submitted))
+    def submit_next() -> bool:
+        for job in jobs:
+            taken = job.take()
+            if taken is not None:
+                shard, piece = taken
+                key = f"{job.key}{shard:05d}"
+                owners[key] = (job, shard)
+                futures.append(client.submit(run_shard, job.task, shard, piece, retries=TASK_RETRIES, pure=False,
+                                             key=key))
                 pending.add(futures[-1])
-                submitted += 1
-            _record_in_order(state, results, end)
+                return True
+        return False
+
+    try:
+        while len(owners) < window and submit_next():
+            pass
+        for future, result in pending:
+            job, shard = owners[future.key]
+            job.done(shard, result)
+            submit_next()
     except BaseException:
         client.cancel(futures)
         raise
-    end = len(state.shards) if end is None else end  # nothing was left to submit
-    missing = [k for k in range(len(state.shards), end) if results.get(k) is None]
-    if missing:
-        raise RuntimeError(f"{split_dir}: shard tasks {missing} returned no shard inside the split")
-    remove_stale_temporaries(split_dir)  # left by tasks that died and were retried elsewhere
-    return state, split_dir
+    finally:
+        for job in jobs:
+            job.close()
+    return {job.split: job.finish() for job in jobs}
 
 
 def _record_in_order(state: ProgressState, results: dict[int, ShardResult | None], end: int | None) -> None:

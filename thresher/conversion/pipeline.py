@@ -14,7 +14,6 @@ therefore sees one generation or a clear error, never a mix.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -36,11 +35,11 @@ from thresher.conversion.convert import (
     unit_size,
     units,
 )
-from thresher.conversion.distributed import connect, convert_split_on_cluster
+from thresher.conversion.distributed import connect, convert_splits_on_cluster
 from thresher.conversion.executors import OrderedPool
 from thresher.conversion.generations import Stamps, intact_prefix, link_splits, split_intact, switch_to
 from thresher.conversion.pieces import InputPlan, Piece
-from thresher.conversion.progress import PROGRESS_NAME, ProgressState, resume_split
+from thresher.conversion.progress import PROGRESS_NAME, ProgressState, progress_bar, resume_split
 from thresher.conversion.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.errors import ThresherError, UnsupportedCodecError
 from thresher.features import Image
@@ -142,18 +141,18 @@ def prepare(
         finisher = ShardFinisher()
         pending: list[tuple[str, PendingSplit]] = []
         try:
-            for split in todo:
-                if encoders is not None:
+            if encoders is not None:
+                for split in todo:
                     pending.append((split, convert_split(
                         recipe, split, files, storage, plans[split], out_dir, manifest, encoders=encoders,
                         finisher=finisher, trusted=trusted.get(split), shard_size=shard_size, skip_bad=skip_bad,
                         progress=progress,
                     )))
-                else:
-                    state, split_dir = convert_split_on_cluster(
-                        client, recipe, split, files, storage, plans[split], out_dir, manifest,
-                        shard_size=shard_size, skip_bad=skip_bad, trusted=trusted.get(split),
-                    )
+            else:
+                ran = convert_splits_on_cluster(client, recipe, todo, files, storage, plans, out_dir, manifest,
+                                                shard_size=shard_size, skip_bad=skip_bad, trusted=trusted,
+                                                progress=progress)
+                for split, (state, split_dir) in ran.items():
                     manifest.splits[split] = split_entry(storage, split_dir, out_dir, state)
             for split, converted in pending:
                 manifest.splits[split] = converted.result()
@@ -296,7 +295,7 @@ def convert_split(
                      manifest.key_format, state.records_per_shard, skip_bad=skip_bad,
                      locate=lambda index: recipe.locate(split, index), on_shard=shard_done,
                      finisher=finisher)
-    bar = _progress_bar(recipe, split, progress, start)
+    bar = progress_bar(recipe, split, progress, start)
     waiting: list[Unit] = []  # units before the first good record, while the shard plan is unknown
     try:
         for unit in encoded:
@@ -369,13 +368,3 @@ def split_entry(storage: StorageFormat, split_dir: Path, out_dir: Path, state: P
         shards=state.shards, records_per_shard=state.records_per_shard or 0, extra_files=extra,
         skipped_records=state.skip_notes,
     )
-
-
-def _progress_bar(recipe: Recipe, split: str, progress: bool | None, initial: int) -> Any:
-    show = sys.stderr.isatty() if progress is None else progress
-    if not show:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=recipe.split(split).num_records, initial=initial, unit="rec",
-                desc=f"{recipe.name}/{split}", leave=False)

@@ -10,14 +10,18 @@ run of complete shards, whatever failed, in whichever thread, and wherever a run
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thresher.atomic import remove, write_bytes_atomic
 from thresher.conversion.tiling import valid_prefix
 from thresher.formats import StorageFormat
 from thresher.manifest import ShardEntry
+
+if TYPE_CHECKING:
+    from thresher.recipe import Recipe
 
 PROGRESS_NAME = ".progress.json"
 MAX_SKIP_NOTES = 100
@@ -107,3 +111,17 @@ def remove_unfinished_shards(split_dir: Path, storage: StorageFormat, keep: int)
         index = storage.shard_index(candidate.name)
         if index is None or index >= keep:
             remove(candidate)
+
+
+def progress_bar(recipe: Recipe, split: str, progress: bool | None, initial: int) -> Any:
+    """One bar per split: records done of the published count, records/s and the time left.
+
+    Shown on a terminal unless ``progress`` says otherwise; None when not shown.
+    """
+    show = sys.stderr.isatty() if progress is None else progress
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=recipe.split(split).num_records, initial=initial, unit="rec",
+                desc=f"{recipe.key}/{split}", leave=False)

@@ -258,6 +258,19 @@ class _Meter(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        """An uncompressed tar on disk: the walk seeks over member data instead of reading it."""
+        return self.kind == "tar" and self.inner.seekable()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if not self.seekable():
+            raise io.UnsupportedOperation("seek")
+        self.pos = self.inner.seek(offset, whence)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         try:
             n = self.inner.readinto(buffer)  # type: ignore[attr-defined]
@@ -539,7 +552,10 @@ def _block(size: int) -> int:
 
 
 def _open_tar_stream(meter: _Meter, label: str, kind: str, tarinfo: type[tarfile.TarInfo]) -> tarfile.TarFile:
+    """A tar reader over ``meter``: seeking over member data where it can, else streaming through it."""
     try:
+        if meter.seekable():
+            return tarfile.open(fileobj=meter, mode="r:", tarinfo=tarinfo)  # type: ignore[call-overload]
         return tarfile.open(fileobj=meter, mode="r|", tarinfo=tarinfo, bufsize=_TAR_BUFSIZE)  # type: ignore[call-overload]
     except tarfile.TarError as exc:
         inner = "" if kind == "tar" else f"{kind} data that is "
