@@ -38,11 +38,11 @@ def test_recipe_round_trips_exactly(name: str, fmt: str, codec: str | None, mirr
     result = run_prepare(name, mirror, mirror_server, tmp_path, format=fmt, codec=codec)
     manifest = result
     assert manifest.codec == codec
-    assert (tmp_path / name / fmt / "manifest.json").is_file()
+    assert (tmp_path / recipe.with_variant(None).key / fmt / "manifest.json").is_file()
     for split in recipe.split_names:
         want = mirror.miniatures[name].records[split]
         assert manifest.splits[split].records == len(want)
-        ds = thresher.open(tmp_path / name / fmt / split, decode=False)
+        ds = thresher.open(manifest.directory / split, decode=False)
         assert len(ds) == len(want)
         got = [ds[i] for i in range(len(ds))]
         assert_same_records(got, want, recipe.split_schema(split), f"{name}/{fmt}/{codec}/{split}")
