@@ -12,6 +12,8 @@ import os
 import shutil
 from typing import Any
 
+import numpy as np
+
 import thresher
 from benchmarks.common import MB, Table, Target, machine_busy_seconds, number, rate, shard_hashes, timed
 from benchmarks.inputs import Workspace
@@ -82,6 +84,7 @@ def run(ws: Workspace, quick: bool) -> Table:
         f"cores on average), of {os.cpu_count()} cores.",
         "",
     ]
+    _opencv_rows(table, ws, inputs, downloads)
     small = ws.flowers(count=max(10, round(PROFILED_PHOTOS * ws.scale)))
     profiled_root = ws.fresh("flowers-profile")
     _, stats = profile(lambda: thresher.prepare(small.recipe, root=profiled_root, format="lmdb", workers=1,
@@ -96,3 +99,45 @@ def run(ws: Workspace, quick: bool) -> Table:
 
 def _listed(seconds: list[float]) -> str:
     return ", ".join(f"{t:.2f} s" for t in seconds)
+
+
+OPENCV = thresher.ConvertOptions(resize=(256, 256), image_encoding="jpeg", resampler="opencv")
+OPENCV_FLOOR = Target(1.0, at_least=True)
+
+
+def _opencv_rows(table: Table, ws: Workspace, inputs: Any, downloads: Any) -> None:
+    """``--resampler opencv``: one worker against a plain OpenCV loop over the same JPEGs, and 2 workers against 1."""
+    try:
+        import cv2
+    except ImportError:
+        table.notes.append("OpenCV rows skipped: the opencv extra is not installed.")
+        return
+    cv2.setNumThreads(1)
+    jpegs = _tar_members(inputs.files["102flowers.tgz"])
+    loop, _ = timed(lambda: [cv2.imencode(".jpg", cv2.resize(cv2.imdecode(np.frombuffer(data, np.uint8),
+                                                                        cv2.IMREAD_COLOR), (256, 256),
+                                                             interpolation=cv2.INTER_LINEAR),
+                                          [cv2.IMWRITE_JPEG_QUALITY, 95]) for data in jpegs])
+    seconds = {}
+    for workers in (1, 2):
+        root = ws.fresh(f"flowers-opencv-{workers}")
+        seconds[workers], _ = timed(lambda root=root, workers=workers: thresher.prepare(
+            inputs.recipe, root=root, format="lmdb", workers=workers, options=OPENCV, download_dir=downloads,
+            **inputs.fetch_options()))
+        shutil.rmtree(root, ignore_errors=True)
+    photos = len(jpegs)
+    table.add(f"plain OpenCV loop, {photos:,} photos (imdecode, resize INTER_LINEAR, imencode q95; no I/O)",
+              f"{loop:.1f} s · {rate(photos, loop, 'img')}", "—", None, "—")
+    table.add("--resampler opencv, workers=1 (the whole prepare: read, convert, write, hash)",
+              f"{seconds[1]:.1f} s · {rate(photos, seconds[1], 'img')}", f"plain loop: {loop:.1f} s",
+              loop / seconds[1], f"{number(loop / seconds[1])}× the loop's speed", OPENCV_FLOOR)
+    table.add("--resampler opencv, workers=2", f"{seconds[2]:.1f} s · {rate(photos, seconds[2], 'img')}",
+              f"workers=1: {seconds[1]:.1f} s", seconds[1] / seconds[2], f"{number(seconds[1] / seconds[2])}× speed-up",
+              TARGET)
+
+
+def _tar_members(path: Any) -> list[bytes]:
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return [tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()]  # type: ignore[union-attr]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,20 @@ def check_interrupted_state(out_dir: Path) -> None:
             manifest = out_dir / "manifest.json"
             listed = manifest.exists() and shard.name in manifest.read_text()
             assert shard.name in names or listed, f"{shard} is under its final name but was never recorded"
+
+
+@contextlib.contextmanager
+def serving(recipe: Recipe, root: Path) -> Iterator[tuple[str, Miniature, Path]]:
+    """A recipe that lives in a test, registered while its miniature is served from 127.0.0.1:
+    the mirror URL, the miniature and a --checksums file for it."""
+    from server import LoopbackServer
+
+    (root / "files" / recipe.name).mkdir(parents=True)
+    miniature = recipe.write_miniature(root / "files" / recipe.name)
+    checksums = write_checksums(miniature.files, root / "checksums.tsv")
+    all_recipes()[recipe.name] = recipe
+    try:
+        with LoopbackServer(root / "files") as server:
+            yield server.url, miniature, checksums
+    finally:
+        del all_recipes()[recipe.name]

@@ -56,6 +56,7 @@ __all__ = [
     "RequestLog",
     "ShortBody",
     "Stall",
+    "Meet",
     "Status",
     "WrongContentRange",
     "unused_url",
@@ -137,6 +138,18 @@ class Stall(Fault):
     seconds: float = 1.0
 
 
+@dataclass
+class Meet(Stall):
+    """Send ``after`` body bytes, then wait until every request sharing ``barrier`` is waiting too.
+
+    Proves downloads run at the same time without timing them: if they run one by one, the
+    barrier is never full, and after ``seconds`` it breaks and ``missed`` is set.
+    """
+
+    barrier: threading.Barrier | None = None
+    missed: bool = False
+
+
 HTML_PAGES = {
     "quota": (
         "<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body>"
@@ -161,6 +174,27 @@ HTML_PAGES = {
     "generic": (
         "\n\n<!-- moved -->\n<HTML><HEAD><TITLE>Our data moved</TITLE></HEAD><BODY>See the new site."
         "</BODY></HTML>"
+    ),
+    # Google's own pages, in the structure they have had since 2023 (the classes and wording gdown
+    # and the bug reports against torchvision and TFDS quote): the quota page and the sign-in page
+    # a file that became login-only redirects to.
+    "drive-quota": (
+        "<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title><meta http-equiv=\"content-type\" "
+        "content=\"text/html; charset=utf-8\"/><link rel=\"icon\" href=\"//ssl.gstatic.com/docs/doclist/images/"
+        "drive_2022q3_32dp.png\"/></head><body><div class=\"uc-main\"><div id=\"uc-text\"><p class=\"uc-error-"
+        "caption\">Sorry, you can&#39;t view or download this file at this time.</p><p class=\"uc-error-subcaption\">"
+        "Too many users have viewed or downloaded this file recently. Please try accessing the file again later. "
+        "If the file you are trying to access is particularly large or is shared with many people, it may take up "
+        "to 24 hours to be able to view or download the file. If you still can&#39;t access a file after 24 hours, "
+        "contact your domain administrator.</p></div></div><div class=\"uc-footer\"><hr class=\"uc-footer-divider"
+        "\"></div></body></html>"
+    ),
+    "drive-signin": (
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign in - Google Accounts</title>"
+        "</head><body><form method=\"post\" action=\"/v3/signin/identifier\" id=\"gaia_loginform\">"
+        "<input type=\"hidden\" name=\"continue\" value=\"https://drive.google.com/uc?export=download\">"
+        "<input type=\"email\" name=\"identifier\"><input type=\"password\" name=\"Passwd\" hidden>"
+        "</form></body></html>"
     ),
 }
 
@@ -201,8 +235,12 @@ class DriveConfirm(Fault):
     Without the right ``confirm`` value the answer is the virus-scan warning page; with it,
     the file ``file`` (relative to root). ``style`` says where the page puts the token:
     ``cookie`` (a ``download_warning_*`` cookie), ``link`` (``confirm=TOKEN`` in a link),
-    ``form`` (a download form with hidden ``confirm=t`` and ``uuid=TOKEN``) or ``t`` (no token;
-    ``confirm=t`` works).
+    ``form`` (a download form with hidden ``confirm=t`` and ``uuid=TOKEN``), ``usercontent`` (the
+    same form as Drive has served it since 2023 from drive.usercontent.google.com: the page's
+    structure and an absolute ``action``) or ``t`` (no token; ``confirm=t`` works).
+
+    Unlocked, the answer is what a request for ``file``'s own path gets, with its faults (add a
+    ``DropAfter`` on ``"/" + file`` to cut the download).
     """
 
     file: str = ""
@@ -214,11 +252,25 @@ class DriveConfirm(Fault):
         confirm = (query.get("confirm") or [""])[-1]
         if self.style == "t":
             return confirm == "t"
-        if self.style == "form":
+        if self.style in ("form", "usercontent"):
             return confirm == "t" and (query.get("uuid") or [""])[-1] == self.token
         return confirm == self.token
 
-    def page(self, path: str, file_id: str) -> bytes:
+    def page(self, path: str, file_id: str, base_url: str = "") -> bytes:
+        if self.style == "usercontent":
+            return (
+                "<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title><meta http-equiv="
+                '"content-type" content="text/html; charset=utf-8"/></head><body><div class="uc-main"><div '
+                'id="uc-text"><p class="uc-warning-caption">Google Drive can&#39;t scan this file for viruses.'
+                '</p><p class="uc-warning-subcaption"><span class="uc-name-size"><a href="/open?id='
+                f'{file_id}">img_align_celeba.zip</a> (1.3G)</span> is too large for Google to scan for viruses. '
+                f'Would you still like to download this file?</p><form id="download-form" action="{base_url}{path}"'
+                ' method="get"><input type="submit" id="uc-download-link" class="goog-inline-block jfk-button '
+                f'jfk-button-action" value="Download anyway"/><input type="hidden" name="id" value="{file_id}">'
+                '<input type="hidden" name="export" value="download"><input type="hidden" name="confirm" '
+                f'value="t"><input type="hidden" name="uuid" value="{self.token}"></form></div></div><div '
+                'class="uc-footer"><hr class="uc-footer-divider"></div></body></html>'
+            ).encode()
         head = "<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>"
         text = "<p>Google Drive can't scan this file for viruses.</p>"
         if self.style == "link":
@@ -357,11 +409,12 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = {"Content-Type": "text/html; charset=utf-8"}
                 if fault.style == "cookie":
                     headers["Set-Cookie"] = f"download_warning_13058_{file_id}={fault.token}; Path=/"
-                self._status(200, headers, fault.page(path, file_id), head)
+                self._status(200, headers, fault.page(path, file_id, owner.url), head)
                 return
-            target = owner.root / fault.file
-        else:
-            target = owner._resolve(path)
+            file_path = "/" + fault.file
+            self._respond(owner, file_path, "", owner._take_fault(file_path, self.entry.range is not None), head)
+            return
+        target = owner._resolve(path)
         if target is None or not target.is_file():
             self._status(404, {"Content-Type": "text/plain"}, b"not found\n", head)
             return
@@ -429,7 +482,13 @@ class _Handler(BaseHTTPRequestHandler):
         while sent < len(body):
             if stall_at is not None and sent >= stall_at:
                 self.wfile.flush()
-                self.server.owner._stop.wait(fault.seconds)  # type: ignore[union-attr]
+                if isinstance(fault, Meet) and fault.barrier is not None:
+                    try:
+                        fault.barrier.wait(fault.seconds)
+                    except threading.BrokenBarrierError:
+                        fault.missed = True
+                else:
+                    self.server.owner._stop.wait(fault.seconds)  # type: ignore[union-attr]
                 stall_at = None
             step = CHUNK
             if stall_at is not None:

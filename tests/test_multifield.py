@@ -16,15 +16,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from e2e import assert_same_value
+from e2e import assert_same_value, serving
 from PIL import Image as PILImage
-from server import LoopbackServer
 
 import thresher
 from thresher.features import BoundingBoxes, ClassLabel, Image, Mask, Schema, Tensor, Text
-from thresher.miniature import write_checksums
 from thresher.recipe import Miniature, Recipe, Record, Source, Split
-from thresher.registry import all_recipes
 
 ARCHIVE = "multifield.tar"
 CLASSES = ("background", "cat", "dog")
@@ -101,16 +98,8 @@ RECIPE = MultiField()
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Miniature, Path]]:
-    root = tmp_path_factory.mktemp("multifield")
-    (root / "files" / RECIPE.name).mkdir(parents=True)
-    miniature = RECIPE.write_miniature(root / "files" / RECIPE.name)
-    checksums = write_checksums(miniature.files, root / "checksums.tsv")
-    all_recipes()[RECIPE.name] = RECIPE
-    try:
-        with LoopbackServer(root / "files") as server:
-            yield server.url, miniature, checksums
-    finally:
-        del all_recipes()[RECIPE.name]
+    with serving(RECIPE, tmp_path_factory.mktemp("multifield")) as served:
+        yield served
 
 
 @pytest.mark.parametrize(("fmt", "codec"), [("lmdb", "tensorprotos"), ("minidb", "tensorprotos"), ("hdf5", None)])

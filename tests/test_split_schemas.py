@@ -11,15 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e import assert_same_value
-from server import LoopbackServer
+from e2e import assert_same_value, serving
 
 import thresher
 from thresher.features import ClassLabel, Schema, Tensor
 from thresher.manifest import Manifest
-from thresher.miniature import write_checksums
 from thresher.recipe import Miniature, Recipe, Record, Source, Split
-from thresher.registry import all_recipes
 
 SOURCE = "points.json"
 POINT = Tensor("point", shape=(2,), dtype="float32")
@@ -52,16 +49,8 @@ RECIPE = SplitSchemas()
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Miniature, Path]]:
-    root = tmp_path_factory.mktemp("splitschemas")
-    (root / "files" / RECIPE.name).mkdir(parents=True)
-    miniature = RECIPE.write_miniature(root / "files" / RECIPE.name)
-    checksums = write_checksums(miniature.files, root / "checksums.tsv")
-    all_recipes()[RECIPE.name] = RECIPE
-    try:
-        with LoopbackServer(root / "files") as server:
-            yield server.url, miniature, checksums
-    finally:
-        del all_recipes()[RECIPE.name]
+    with serving(RECIPE, tmp_path_factory.mktemp("splitschemas")) as served:
+        yield served
 
 
 @pytest.mark.parametrize(("fmt", "codec"), [("lmdb", "tensorprotos"), ("minidb", "tensorprotos"), ("hdf5", None)])

@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     from thresher.conversion.pipeline import prepare
     from thresher.errors import ThresherError
     from thresher.manifest import Manifest
+    from thresher.options import ConvertOptions
     from thresher.reader import Dataset, open  # noqa: A004
-    from thresher.transforms import ConvertOptions
 
 _PUBLIC = {
-    "ConvertOptions": "thresher.transforms",
+    "ConvertOptions": "thresher.options",
     "Dataset": "thresher.reader",
     "Manifest": "thresher.manifest",
     "ThresherError": "thresher.errors",

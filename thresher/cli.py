@@ -79,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask: one task per shard on a Dask cluster (same output as local)")
     p.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")
     p.add_argument("--shard-size", type=_size, default=None, help="target shard size, e.g. 512M, 1G (default 1G)")
-    p.add_argument("--resize", type=_resize, help="HxW: decode and resize images like convert_imageset")
+    p.add_argument("--resize", type=_resize,
+                   help="HxW: decode and resize images like convert_imageset; short=N: the shorter side to N, "
+                        "aspect kept")
+    p.add_argument("--resampler", choices=("pillow", "opencv"), default="pillow",
+                   help="pillow (default): antialiased bilinear; opencv: INTER_LINEAR as convert_imageset "
+                        "(pip install 'thresher[opencv]')")
     p.add_argument("--image-encoding", choices=("asis", "raw", "jpeg", "png"), default="asis",
                    help="asis keeps images as published (raw after --resize)")
     p.add_argument("--audio-encoding", choices=("raw", "flac"), default="raw")
@@ -254,21 +259,29 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from thresher.conversion.pipeline import DEFAULT_SHARD_SIZE, prepare
-    from thresher.transforms import ConvertOptions
+    from thresher.conversion.upfront import DEFAULT_SHARD_SIZE, already_prepared
+    from thresher.options import ConvertOptions
 
     _resolve(args, usable=True)
     check_directory(args.root / args.name / args.format, "--root")
     _check_fetch_paths(args)
-    options = ConvertOptions(image_encoding=args.image_encoding, resize=args.resize,
+    short = args.resize if isinstance(args.resize, int) else None
+    options = ConvertOptions(image_encoding=args.image_encoding, resize=None if short else args.resize,
+                             resize_short=short, resampler=args.resampler,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
-    manifest = prepare(
-        args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits,
-        workers=args.workers, options=options, mirror=args.mirror, offline=args.offline,
-        checksums=args.checksums, download_dir=args.download_dir,
-        shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, skip_bad=args.skip_bad, verify=args.verify,
-        progress=args.progress, executor=args.executor, scheduler=args.scheduler,
+    job = dict(
+        root=args.root, format=args.format, codec=args.codec, splits=args.splits, options=options,
+        mirror=args.mirror, offline=args.offline, checksums=args.checksums, download_dir=args.download_dir,
+        shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, verify=args.verify,
+        progress=args.progress,
     )
+    # What a batch job meets most: the output is there. Decided without importing the converter.
+    manifest = already_prepared(args.name, **job)
+    if manifest is None:
+        from thresher.conversion.pipeline import prepare
+
+        manifest = prepare(args.name, **job, workers=args.workers, skip_bad=args.skip_bad,
+                           executor=args.executor, scheduler=args.scheduler)
     print(manifest.summary())
     return 0
 

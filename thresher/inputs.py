@@ -65,10 +65,13 @@ def check_resize(resize: object) -> tuple[int, int]:
     return int(resize[0]), int(resize[1])  # type: ignore[index]
 
 
-def parse_resize(text: str) -> tuple[int, int]:
-    """``256x256`` (height x width) as checked by :func:`check_resize`."""
+def parse_resize(text: str) -> tuple[int, int] | int:
+    """``256x256`` (height x width), or ``short=256`` (the shorter side, aspect kept: an int)."""
     try:
+        if text.lower().startswith("short="):
+            side = int(text[len("short="):])
+            return check_resize((side, side))[0]
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"resize must be HxW such as 256x256, not {text!r}") from None
+        raise ValueError(f"resize must be HxW such as 256x256, or short=N such as short=256, not {text!r}") from None
     return check_resize((height, width))

@@ -17,12 +17,9 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
-from thresher import __version__, transforms
 from thresher.acquire import download
 from thresher.atomic import check_free_space, remove
-from thresher.codecs import get_codec
 from thresher.conversion.convert import (
     EncodePlan,
     Unit,
@@ -37,29 +34,31 @@ from thresher.conversion.convert import (
 )
 from thresher.conversion.distributed import connect, convert_splits_on_cluster
 from thresher.conversion.executors import OrderedPool
-from thresher.conversion.generations import Stamps, intact_prefix, link_splits, split_intact, switch_to
+from thresher.conversion.generations import switch_to
 from thresher.conversion.pieces import InputPlan, Piece
 from thresher.conversion.progress import PROGRESS_NAME, ProgressState, progress_bar, resume_split
 from thresher.conversion.sink import ShardFinisher, ShardResult, ShardSink
-from thresher.errors import ThresherError, UnsupportedCodecError
-from thresher.features import Image
-from thresher.fetch.checksums import read_stamp
+from thresher.conversion.upfront import (
+    DEFAULT_SHARD_SIZE,
+    LOCK_NAME,
+    Job,
+    check_codec,
+    plan_work,
+    previous_manifest,
+    reuse,
+    source_entries,
+)
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
-from thresher.formats.hdf5_format import check_schema as check_hdf5_schema
-from thresher.hashing import hash_file
 from thresher.inputs import check_shard_size, check_workers
-from thresher.manifest import MANIFEST_NAME, Manifest, RunReport, SplitEntry
+from thresher.manifest import Manifest, RunReport, SplitEntry
+from thresher.options import ConvertOptions
 from thresher.published import compare_counts
 from thresher.recipe import Recipe
 from thresher.registry import usable_recipe
-from thresher.schema import Schema
 from thresher.sources.archive import walking_each_tar_once
-from thresher.transforms import ConvertOptions
 
 log = logging.getLogger("thresher")
-
-DEFAULT_SHARD_SIZE = 1 << 30
 
 
 def prepare(
@@ -99,37 +98,22 @@ def prepare(
     recipe = usable_recipe(name)
     storage = get_format(format)
     options = options or ConvertOptions()
-    wanted = list(splits) if splits else list(recipe.split_names)
-    for split in wanted:
-        recipe.split(split)
-    schema = transforms.output_schema(recipe.schema, options)
-    schemas = {split: transforms.output_schema(recipe.split_schema(split), options) for split in recipe.split_names}
-    codec_name = choose_codec(recipe, storage, [schemas[split] for split in wanted], codec)
-    channel_order = pixel_order(recipe, list(schemas.values()), options)
+    job = Job.of(recipe, storage.name, codec, options, splits, shard_size)
+    check_codec(storage.name, [job.schemas[split] for split in job.splits], job.codec)
+    schemas, codec_name, channel_order, wanted = job.schemas, job.codec, job.channel_order, job.splits
     root = Path(root)
     out_dir = root / recipe.key / storage.name
     downloads = Path(download_dir) if download_dir else root / recipe.key / "downloads"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with file_lock(out_dir / ".prepare.lock", timeout=None), walking_each_tar_once():
+    with file_lock(out_dir / LOCK_NAME, timeout=None), walking_each_tar_once():
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
-        manifest = Manifest(
-            recipe=recipe.key, recipe_version=recipe.version, format=storage.name, codec=codec_name,
-            channel_order=channel_order, layout=pixel_layout(codec_name, storage),
-            key_format=key_format(recipe, wanted), options=options.to_json(), schema=schema,
-            sources=[source_entry(fn, path) for fn, path in sorted(files.items())],
-            splits={}, created_by=f"thresher {__version__}", shard_size=shard_size,
-            split_schemas={split: schemas[split] for split in recipe.own_split_schemas},
-        )
-        manifest.generation = manifest.generation_name
-        previous = _previous_manifest(out_dir)
+        manifest = job.manifest(source_entries(files))
+        previous = previous_manifest(out_dir)
         todo, trusted = plan_work(previous, manifest, wanted, out_dir, verify=verify)
         if previous is not None and not todo:
-            log.info("%s: already prepared in %s, nothing to do", recipe.key, out_dir)
-            link_splits(previous, out_dir)
-            previous.run = RunReport(True, time.monotonic() - started, wanted)
-            return previous
+            return reuse(previous, out_dir, wanted, started)
         # Published counts against the files' headers: an error, or with --checksums a warning.
         warnings = {split: compare_counts(recipe, split, files, overridden=checksums is not None) for split in todo}
         plans = {split: EncodePlan(recipe.split_schema(split), schemas[split], options, codec_name, channel_order)
@@ -175,87 +159,6 @@ def prepare(
             remove(out_dir / manifest.generation / split / PROGRESS_NAME)
     manifest.run = RunReport(False, time.monotonic() - started, wanted)
     return manifest
-
-
-def choose_codec(recipe: Recipe, storage: StorageFormat, schemas: list[Schema], codec: str | None) -> str | None:
-    """The codec for the splits of ``schemas``, checked against each of them."""
-    if not storage.uses_codec:
-        if codec is not None:
-            raise UnsupportedCodecError(
-                f"{storage.name} stores arrays per field, not codec values; leave out --codec {codec}"
-            )
-        for schema in schemas:
-            check_hdf5_schema(schema)
-        return None
-    name = codec or recipe.default_codec
-    for schema in schemas:
-        get_codec(name).check(schema)
-    return name
-
-
-def pixel_order(recipe: Recipe, schemas: list[Schema], options: ConvertOptions) -> str:
-    """Channel order of stored raw pixels: the Caffe tool's for this data unless asked otherwise."""
-    images = [f for schema in schemas for f in schema if type(f) is Image]  # photos; label maps have no order
-    if not images:
-        return "NONE"
-    if all(f.shape is not None and f.shape[2] == 1 for f in images):
-        return "GRAY"
-    return options.channel_order or recipe.channel_order
-
-
-def pixel_layout(codec: str | None, storage: StorageFormat) -> str:
-    return "HWC" if codec == "tensorprotos" else "CHW"
-
-
-def key_format(recipe: Recipe, splits: Iterable[str]) -> str:
-    """``%08d`` like the Caffe converters, wider only if a split has 10^8 records or more."""
-    most = max((recipe.split(s).num_records for s in splits), default=0)
-    return f"%0{max(8, len(str(max(most - 1, 0))))}d"
-
-
-def source_entry(filename: str, path: Path) -> dict[str, Any]:
-    """Size and sha256 of a source for the manifest; the download's verification stamp saves a re-read."""
-    stamp = read_stamp(path)
-    digest = stamp.sha256 if stamp is not None else hash_file(path).sha256
-    return {"filename": filename, "bytes": path.stat().st_size, "sha256": digest}
-
-
-def _previous_manifest(out_dir: Path) -> Manifest | None:
-    if not (out_dir / MANIFEST_NAME).exists():
-        return None
-    try:
-        return Manifest.read(out_dir)
-    except ThresherError:
-        return None
-
-
-def plan_work(previous: Manifest | None, manifest: Manifest, wanted: list[str], out_dir: Path, *, verify: bool
-              ) -> tuple[list[str], dict[str, ProgressState]]:
-    """The splits to convert, and for a damaged finished split the shards that are still good.
-
-    A previous output of the same fingerprint keeps its other splits and its intact ones; one
-    of other options is replaced whole (a new generation), so none of it is kept.
-    """
-    if previous is None or previous.fingerprint != manifest.fingerprint:
-        return list(wanted), {}
-    manifest.splits = {k: v for k, v in previous.splits.items() if k not in wanted}
-    todo: list[str] = []
-    trusted: dict[str, ProgressState] = {}
-    stamps = Stamps(out_dir)
-    for split in wanted:
-        entry = previous.splits.get(split)
-        if entry is not None and split_intact(out_dir, entry, verify=verify, stamps=stamps):
-            manifest.splits[split] = entry
-            continue
-        todo.append(split)
-        if entry is not None:
-            good = entry.shards[:intact_prefix(out_dir, entry, verify=verify, stamps=stamps)]
-            log.warning("%s/%s: %d of %d shards no longer match the manifest; writing the rest again",
-                        out_dir, split, len(entry.shards) - len(good), len(entry.shards))
-            trusted[split] = ProgressState(out_dir / manifest.generation / split / PROGRESS_NAME,
-                                           manifest.fingerprint, entry.records_per_shard, list(good),
-                                           [[] for _ in good])
-    return todo, trusted
 
 
 def _estimated_output_bytes(recipe: Recipe, splits: list[str], files: Mapping[str, Path]) -> int:

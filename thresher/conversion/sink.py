@@ -165,7 +165,7 @@ class ShardSink:
         final = self.split_dir / self.storage.shard_name(shard)
         self.tmp = temporary_name(final)
         remove(self.tmp)
-        self.writer = self.storage.writer(self.tmp, self.context)
+        self.writer = self.storage.writer(self.tmp, replace(self.context, most_records=self.per_shard or 0))
         self.shard = shard
         self.consumed = self.skipped = 0
         self.first_index = self.last_index = None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from thresher.errors import CorruptShardError, UnsupportedCodecError
 from thresher.features.base import BYTE, STRING, Feature, TensorData
 from thresher.features.channels import from_stored, interleave, needs_swap, swap_rb
+from thresher.features.opencv import convert_photo
 from thresher.features.pictures import (
     decode_image,
     encoded_bytes,
@@ -111,8 +112,10 @@ class Image(Encodable):
         shape = self.shape
         if options.resize is not None:
             shape = (*options.resize, self.shape[2] if self.shape else 3)
+        elif options.resize_short is not None:  # each image keeps its aspect: sizes vary
+            shape = None
         if options.image_encoding == "asis":
-            encoding = "raw" if options.resize is not None else self.encoding
+            encoding = "raw" if options.resizes else self.encoding
         else:
             encoding = options.image_encoding
         return replace(self, encoding=encoding, shape=shape)
@@ -121,9 +124,11 @@ class Image(Encodable):
         """Decode, resize, re-encode, staying in PIL images: every trip through numpy copies the
         whole picture, and with several workers that memory traffic, not the codec, sets the pace."""
         assert isinstance(after, Image)
+        if options.resampler == "opencv" and self.resample == "bilinear":
+            return convert_photo(value, self.channels, options.size_for, after.encoding, options.jpeg_quality)
         img = open_image(value, self.channels) if self.is_encoded else from_array(np.asarray(value, dtype=np.uint8))
-        if options.resize is not None:
-            img = resized(img, options.resize, self.resample or "bilinear")
+        if options.resizes:
+            img = resized(img, options.size_for(img.height, img.width), self.resample or "bilinear")
         if after.is_encoded:
             return save_image(img, after.encoding, options.jpeg_quality)
         return np.ascontiguousarray(to_array(img))

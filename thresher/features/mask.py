@@ -67,7 +67,7 @@ class Mask(Encodable):
 
     def stored(self, options: ConvertOptions) -> Feature:
         """Resize changes the shape; ``raw`` decodes; any other image encoding keeps the PNG (never JPEG)."""
-        shape = tuple(options.resize) if options.resize is not None else self.shape
+        shape = tuple(options.resize) if options.resize is not None else None if options.resizes else self.shape
         encoding = "raw" if options.image_encoding == "raw" else self.encoding
         return replace(self, shape=shape, encoding=encoding)
 
@@ -79,8 +79,8 @@ class Mask(Encodable):
             img.load()
         else:
             img = PILImage.fromarray(np.asarray(value, np.uint8), mode="L")
-        if options.resize is not None:
-            img = resized(img, options.resize, "nearest")  # keeps mode P and its palette
+        if options.resizes:
+            img = resized(img, options.size_for(img.height, img.width), "nearest")  # keeps mode P and its palette
         if after.is_encoded:
             buffer = io.BytesIO()
             img.save(buffer, format="PNG", compress_level=6)

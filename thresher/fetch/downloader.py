@@ -44,7 +44,6 @@ from thresher.fetch.checksums import (
 )
 from thresher.fetch.http import RetryPolicy, make_session
 from thresher.fetch.lock import file_lock
-from thresher.fetch.transfer import PartState, UrlFailed, copy_local, download_to_part
 from thresher.hashing import Actual, hash_file
 from thresher.recipe import Source
 
@@ -328,6 +327,9 @@ def _move_aside(path: Path, dest: Path) -> Path:
 
 
 def _download(source: Source, expected: Expected, dest: Path, ctx: _Context, note: str) -> Path:
+    # The transfer code (requests, urllib3, tqdm) is imported by the first file that needs it.
+    from thresher.fetch.transfer import PartState, UrlFailed, copy_local, download_to_part
+
     part = dest.with_name(dest.name + ".part")
     locations: list[str] = []
     mirror = _mirror_location(ctx, source.filename)
@@ -400,6 +402,8 @@ def _download(source: Source, expected: Expected, dest: Path, ctx: _Context, not
 
 def _place(part: Path, dest: Path) -> None:
     """fsync the finished ``.part``, rename it to ``dest`` atomically, fsync the directory."""
+    from thresher.fetch.transfer import PartState
+
     with disk_errors(dest):
         fsync_file(part)
         place(part, dest)

@@ -60,8 +60,12 @@ class _FormParser(HTMLParser):
             self._current = None
 
 
-def confirm_url(url: str, page: bytes, cookies: Mapping[str, str]) -> str | None:
-    """The URL that should yield the file after the warning page ``page`` for ``url``; None if none found."""
+def confirm_url(url: str, page: bytes, cookies: Mapping[str, str], page_url: str | None = None) -> str | None:
+    """The URL that should yield the file after the warning page ``page`` for ``url``; None if none found.
+
+    ``page_url`` is where the page came from after redirects (Drive sends ``uc`` downloads on to
+    another host): a relative form action is relative to it, not to ``url``.
+    """
     for name, value in cookies.items():
         if name.startswith("download_warning") and value:
             return with_query(url, confirm=value)
@@ -73,7 +77,8 @@ def confirm_url(url: str, page: bytes, cookies: Mapping[str, str]) -> str | None
         parser.forms = []
     for action, fields in parser.forms:
         if "confirm" in fields or "id" in fields:
-            target = urljoin(url, html.unescape(action)) if action else url
+            base = page_url or url
+            target = urljoin(base, html.unescape(action)) if action else base
             params = dict(fields)
             params.setdefault("confirm", "t")
             original = parse_qs(urlsplit(url).query)

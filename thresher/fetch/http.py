@@ -6,13 +6,14 @@ dataclass that tests can shrink to milliseconds.
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 # Statuses worth asking the same URL again for: the host is busy or briefly broken.
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
@@ -67,6 +68,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # only for a Retry-After date; it imports socket and the email package
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -101,6 +104,8 @@ def user_agent() -> str:
             version = getattr(thresher, "__version__", None)
         except ImportError:  # pragma: no cover
             version = None
+    import requests  # here, not at the top: a run that finds its files present never loads it
+
     return f"thresher/{version or 'dev'} python-requests/{requests.__version__}"
 
 
@@ -110,6 +115,8 @@ def make_session() -> requests.Session:
     ``Accept-Encoding: identity`` because checksums are of the bytes as published: a server
     that gzips a ``.gz`` on the fly must not have it transparently unpacked.
     """
+    import requests
+
     session = requests.Session()
     session.headers["User-Agent"] = user_agent()
     session.headers["Accept-Encoding"] = "identity"

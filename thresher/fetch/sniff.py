@@ -90,7 +90,7 @@ def classify_page(page: bytes) -> str:
 
 _DESCRIPTIONS = {
     "drive-quota": "a Google Drive 'quota exceeded' page (too many downloads of this file recently; "
-    "try again in 24 h or use a mirror)",
+    "try again in 24 h, use a mirror, or download it by hand in a browser and place it in the download directory)",
     "drive-virus-scan": "a Google Drive virus-scan warning page (the confirm step did not yield the file)",
     "cloudflare": "a Cloudflare challenge page (the host blocks scripted downloads; use a mirror)",
     "login": "a login page (the file needs an account; download it by hand or use a mirror)",

@@ -193,6 +193,12 @@ class _UrlState:
     last_reason: str = ""
     retry_after: float | None = None
     cancel: threading.Event | None = None
+    # The URL as listed: a .part is filed under it, not under the confirm URL a Drive warning page
+    # leads to (whose token changes every time), so the next run's validator check still applies.
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        self.origin = self.origin or self.url
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -258,12 +264,12 @@ def _usable_prefix(s: _UrlState) -> int:
     state = s.state
     if state is None or size == 0 or (state.total is not None and size > state.total):
         keep = False
-    elif state.url != s.url:
+    elif state.url != s.origin:
         # Bytes from another URL are only safe to continue when a known checksum will judge the
         # result; that URL's validators mean nothing here.
         keep = bool(s.expected.has_hash and s.expected.size and state.total == s.expected.size)
         if keep:
-            s.state = PartState(url=s.url, total=state.total)
+            s.state = PartState(url=s.origin, total=state.total)
             s.state.save(s.part)
     else:
         # Same URL: without a checksum, only a validator (ETag/Last-Modified) proves the file
@@ -372,7 +378,7 @@ def _handle_response(
             s.hasher = Hasher(md5=s.expected.needs_md5)
             bar.reset(0, s.expected.size or total)
         s.state = PartState(
-            url=s.url,
+            url=s.origin,
             etag=resp.headers.get("ETag"),
             last_modified=resp.headers.get("Last-Modified"),
             total=total,
@@ -430,11 +436,16 @@ def _handle_response(
 
 
 def _on_html(session: requests.Session, s: _UrlState, resp: requests.Response, page: bytes) -> str:
-    """An HTML page came instead of data: follow Drive's confirm step, else fail this URL."""
+    """An HTML page came instead of data: follow Drive's confirm step, else fail this URL.
+
+    Only Drive's virus-scan warning (its page, or its ``download_warning`` cookie) is confirmed;
+    a quota, sign-in or any other page is reported at once, by kind.
+    """
     kind = sniff.classify_page(page)
-    if gdrive.is_drive_url(s.url) and kind != "drive-quota" and s.drive_hops < gdrive.MAX_CONFIRM_HOPS:
-        cookies = {**session.cookies.get_dict(), **resp.cookies.get_dict()}
-        target = gdrive.confirm_url(s.url, page, cookies)
+    cookies = {**session.cookies.get_dict(), **resp.cookies.get_dict()}
+    warned = kind == "drive-virus-scan" or any(name.startswith("download_warning") for name in cookies)
+    if gdrive.is_drive_url(s.url) and kind != "drive-quota" and warned and s.drive_hops < gdrive.MAX_CONFIRM_HOPS:
+        target = gdrive.confirm_url(s.url, page, cookies, page_url=resp.url)
         if target and target != s.url:
             log.info("%s: Google Drive warning page; confirming via %s", s.url, target)
             s.drive_hops += 1

@@ -44,6 +44,7 @@ class ShardContext:
     schema: Schema
     channel_order: str = "RGB"
     expected_bytes: int = 0  # a hint for pre-sizing (LMDB map), never a limit
+    most_records: int = 0  # the records a shard can hold (0: unknown); HDF5 chunks no more rows than that
 
 
 class ShardWriter(ABC):

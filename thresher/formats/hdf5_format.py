@@ -133,7 +133,7 @@ class Hdf5Writer(ShardWriter):
             dtype, shape = f.h5_layout()
             row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else 16
             total_row_bytes += row_bytes
-            chunk_rows = max(1, min(CHUNK_BYTES // row_bytes, FLUSH_ROWS))
+            chunk_rows = max(1, min(CHUNK_BYTES // row_bytes, FLUSH_ROWS, context.most_records or FLUSH_ROWS))
             ds = self.file.create_dataset(
                 names[f.name], shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                 chunks=(chunk_rows, *shape), track_times=False,

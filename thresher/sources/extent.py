@@ -10,11 +10,11 @@ out-of-order record instead of the record's bytes.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from thresher.errors import CorruptArchiveError
+from thresher.sources.perprocess import PerProcess
 
 _OPEN_LIMIT = 16  # descriptors kept per process, least recently used closed first
 
@@ -48,32 +48,24 @@ class Extent:
         return data
 
 
+def _open_file(extent: Extent) -> int:
+    fd = os.open(extent.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    status = os.fstat(fd)
+    if (status.st_ino, status.st_mtime_ns) != (extent.inode, extent.mtime_ns):
+        os.close(fd)
+        raise CorruptArchiveError(extent.path, f"member {extent.member!r}",
+                                  "the archive was replaced while it was being converted")
+    return fd
+
+
 class _Descriptors:
     """Open files per process, keyed by the file's identity (a forked child opens its own)."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.open: OrderedDict[tuple[str, int, int], int] = OrderedDict()
+        self.files: PerProcess[int] = PerProcess(_OPEN_LIMIT, os.close)
 
     def get(self, extent: Extent) -> int:
-        if self.pid != os.getpid():
-            self.open.clear()  # the parent's descriptors; closing them here is harmless but pointless
-            self.pid = os.getpid()
-        key = (extent.path, extent.inode, extent.mtime_ns)
-        fd = self.open.get(key)
-        if fd is not None:
-            self.open.move_to_end(key)
-            return fd
-        fd = os.open(extent.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        status = os.fstat(fd)
-        if (status.st_ino, status.st_mtime_ns) != (extent.inode, extent.mtime_ns):
-            os.close(fd)
-            raise CorruptArchiveError(extent.path, f"member {extent.member!r}",
-                                      "the archive was replaced while it was being converted")
-        self.open[key] = fd
-        while len(self.open) > _OPEN_LIMIT:
-            os.close(self.open.popitem(last=False)[1])
-        return fd
+        return self.files.get((extent.path, extent.inode, extent.mtime_ns), lambda: _open_file(extent))
 
 
 _descriptors = _Descriptors()

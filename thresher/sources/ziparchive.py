@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from thresher.errors import CorruptArchiveError, MalformedDataError, UnsafeArchiveError
@@ -35,8 +36,9 @@ from thresher.sources.archive import (
     refused_mode,
 )
 from thresher.sources.extent import Extent
+from thresher.sources.perprocess import PerProcess
 
-__all__ = ["iter_zip"]
+__all__ = ["ZipMemberRef", "iter_zip", "locate_zip_members"]
 
 _LOCAL_HEADER = 30  # fixed part of a local file header, before its name and extra field
 _METHODS = {0: "stored", 8: "deflate", 12: "bzip2", 14: "lzma"}  # what zipfile decodes
@@ -183,3 +185,83 @@ def _opener(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, name: s
         return io.BufferedReader(_ZipMemberStream(inner, label, name), buffer_size=256 << 10)  # type: ignore[return-value]
 
     return open_member
+
+
+# -- one member, read alone in any process ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZipMemberRef:
+    """A compressed member of a zip on disk, readable later by any process without the walk.
+
+    A stored member has an :class:`Extent` instead (its bytes lie as they are). A deflated one
+    must go through zipfile: each process opens the archive's directory once (kept open, see
+    :class:`_OpenZips`) and then inflates only the members it is given, checking their CRC-32.
+    ``inode`` and ``mtime_ns`` refuse an archive replaced since the walk, as an extent does.
+    """
+
+    path: str
+    member: str
+    size: int
+    inode: int
+    mtime_ns: int
+
+    def read(self) -> bytes:
+        archive = _open_zips.get(self)
+        try:
+            info = archive.getinfo(self.member)
+            with archive.open(info) as stream:
+                data = stream.read(self.size + 1)
+        except KeyError:
+            raise CorruptArchiveError(self.path, f"member {self.member!r}",
+                                      "is no longer in the zip directory") from None
+        except _DATA_ERRORS as exc:
+            raise CorruptArchiveError(self.path, f"member {self.member!r}",
+                                      f"data do not match the size or CRC-32 in the zip directory ({exc}); "
+                                      "damaged or forged?") from None
+        if len(data) != self.size:
+            raise CorruptArchiveError(self.path, f"member {self.member!r}",
+                                      f"holds {len(data)} bytes, the zip directory says {self.size}")
+        return data
+
+
+def _open_zip(ref: ZipMemberRef) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(ref.path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CorruptArchiveError(ref.path, "central directory", f"not a readable zip now ({exc})") from None
+    status = os.fstat(archive.fp.fileno())  # type: ignore[union-attr]
+    if (status.st_ino, status.st_mtime_ns) != (ref.inode, ref.mtime_ns):
+        archive.close()
+        raise CorruptArchiveError(ref.path, f"member {ref.member!r}",
+                                  "the archive was replaced while it was being converted")
+    return archive
+
+
+class _OpenZips:
+    """Zip archives open in this process (their directories read once), by the file's identity."""
+
+    def __init__(self) -> None:
+        self.archives: PerProcess[zipfile.ZipFile] = PerProcess(4, zipfile.ZipFile.close)
+
+    def get(self, ref: ZipMemberRef) -> zipfile.ZipFile:
+        return self.archives.get((ref.path, ref.inode, ref.mtime_ns), lambda: _open_zip(ref))
+
+
+_open_zips = _OpenZips()
+
+
+def locate_zip_members(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS,
+                       label: str | None = None) -> dict[str, Extent | ZipMemberRef]:
+    """Where each regular member of the zip ``path`` lies, from one pass over its directory.
+
+    Every member passes :func:`iter_zip`'s checks here; none is read. A name that occurs twice
+    keeps its last entry, as zipfile does.
+    """
+    path = os.path.abspath(path)
+    status = os.stat(path)
+    found: dict[str, Extent | ZipMemberRef] = {}
+    for member in iter_zip(path, limits=limits, label=label):
+        found[member.name] = member.extent or ZipMemberRef(path, member.name, member.size, status.st_ino,
+                                                           status.st_mtime_ns)
+    return found
