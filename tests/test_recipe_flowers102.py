@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import pickle
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from PIL import Image
 
 from thresher.conversion.convert import validate
 from thresher.errors import MalformedDataError
-from thresher.recipe import BadRecord, Miniature, Record
+from thresher.recipe import BadRecord, Input, Miniature, Record
 from thresher.recipes.flowers102 import IMAGES, LABELS, RECIPE, SETID, member_name
 from thresher.sources.archive import CorruptArchiveError, iter_tar
 from thresher.sources.extent import Extent, resolved
@@ -45,6 +46,18 @@ def records(split: str, files: Mapping[str, Path]) -> list[Record | BadRecord]:
     return [r if isinstance(r, BadRecord) else resolved(r) for r in RECIPE.records(split, files)]
 
 
+def read_inputs(split: str, files: Mapping[str, Path]) -> list[Record | BadRecord]:
+    """The records read input by input, each input through pickle as a worker or Dask task gets it."""
+    parts = RECIPE.inputs(split, files)
+    assert parts is not None
+    got = []
+    for part in parts:
+        items = list(RECIPE.read(split, files, pickle.loads(pickle.dumps(part))))
+        assert len(items) == part.records == 1
+        got += [r if isinstance(r, BadRecord) else resolved(r) for r in items]
+    return got
+
+
 def mat_vars(path: Path) -> dict[str, np.ndarray]:
     """The variables as MATLAB sees them (class double), not as stored (compact uint8)."""
     return {k: v for k, v in sio.loadmat(path, mat_dtype=True).items() if not k.startswith("__")}
@@ -66,6 +79,21 @@ def test_miniature_records_match_exactly(mini: Miniature) -> None:
             assert type(record["label"]) is int and record["label"] == want["label"]
             assert record["__where__"].startswith(f"{IMAGES}:jpg/image_")
             assert validate(dict(record), RECIPE.schema, record["__where__"]) is None
+
+
+def test_each_photo_is_an_independent_input_located_by_one_walk(mini: Miniature) -> None:
+    order = {split: [int(i) for i in mat_vars(mini.files[SETID])[variable].ravel()]
+             for split, variable in (("train", "trnid"), ("validation", "valid"), ("test", "tstid"))}
+    for split in RECIPE.split_names:
+        parts = RECIPE.inputs(split, mini.files)
+        assert parts is not None and all(isinstance(p, Input) for p in parts)
+        assert [p.name for p in parts] == [member_name(i) for i in order[split]]
+        for part in parts:  # where the JPEG lies, not its bytes: small to send to a worker
+            assert isinstance(part.where.image, Extent) and part.where.segmentation is None
+            assert len(pickle.dumps(part)) < 600
+        got = read_inputs(split, mini.files)
+        assert got == records(split, mini.files)
+        assert [(r["image"], r["label"]) for r in got] == [(r["image"], r["label"]) for r in mini.records[split]]
 
 
 def test_records_follow_setid_order_and_label_is_matlab_minus_one(mini: Miniature) -> None:
@@ -193,14 +221,14 @@ def test_image_missing_from_the_tar_is_a_bad_record_in_its_place(mini: Miniature
     gone = order[2]
     del members[member_name(gone)]
     write_tar(mini.files[IMAGES], members)
-    got = records("test", mini.files)
-    assert len(got) == len(order)
-    bad = got[2]
-    assert isinstance(bad, BadRecord) and bad.source == IMAGES
-    assert member_name(gone) in bad.where and f"image id {gone}" in bad.where and "missing" in bad.problem
-    expected = mini.records["test"]
-    for i in (0, 1, 3, 4, 5):
-        assert got[i]["image"] == expected[i]["image"] and got[i]["label"] == expected[i]["label"]
+    for got in (records("test", mini.files), read_inputs("test", mini.files)):
+        assert len(got) == len(order)
+        bad = got[2]
+        assert isinstance(bad, BadRecord) and bad.source == IMAGES
+        assert member_name(gone) in bad.where and f"image id {gone}" in bad.where and "missing" in bad.problem
+        expected = mini.records["test"]
+        for i in (0, 1, 3, 4, 5):
+            assert got[i]["image"] == expected[i]["image"] and got[i]["label"] == expected[i]["label"]
 
 
 def test_member_that_is_not_a_jpeg_is_a_bad_record(mini: Miniature) -> None:
@@ -208,9 +236,9 @@ def test_member_that_is_not_a_jpeg_is_a_bad_record(mini: Miniature) -> None:
     target = int(mat_vars(mini.files[SETID])["valid"][0, 0])
     members[member_name(target)] = b"<html>quota exceeded</html>"
     write_tar(mini.files[IMAGES], members)
-    got = records("validation", mini.files)
-    assert isinstance(got[0], BadRecord) and got[0].where == member_name(target) and "JPEG" in got[0].problem
-    assert not any(isinstance(r, BadRecord) for r in got[1:])
+    for got in (records("validation", mini.files), read_inputs("validation", mini.files)):
+        assert isinstance(got[0], BadRecord) and got[0].where == member_name(target) and "JPEG" in got[0].problem
+        assert not any(isinstance(r, BadRecord) for r in got[1:])
 
 
 def test_duplicate_ids_in_a_split_are_all_yielded(mini: Miniature) -> None:
@@ -262,6 +290,23 @@ def test_records_stream_before_the_tar_is_read_to_the_end(mini: Miniature) -> No
         list(stream)
 
 
+def test_a_truncated_tar_is_named_before_any_input_is_read(mini: Miniature) -> None:
+    data = mini.files[IMAGES].read_bytes()
+    mini.files[IMAGES].write_bytes(data[: len(data) // 2 + 100])
+    with pytest.raises(CorruptArchiveError, match=IMAGES):
+        RECIPE.inputs("test", mini.files)
+
+
+def test_label_problems_are_inputs_holding_their_bad_record(mini: Miniature) -> None:
+    labels = original_labels(mini).copy()
+    first = int(mat_vars(mini.files[SETID])["trnid"][0, 0])
+    labels[0, first - 1] = 0
+    files = with_labels(mini, labels)
+    parts = RECIPE.inputs("train", files)
+    assert parts is not None and isinstance(parts[0].where, BadRecord) and parts[0].records == 1
+    assert read_inputs("train", files) == records("train", files)
+
+
 def test_locate_names_the_archive_and_split_list() -> None:
     assert RECIPE.locate("test", 7) == f"{IMAGES} image number 7 of {SETID} tstid"
 
@@ -272,6 +317,7 @@ def test_a_gzipped_tar_gives_the_same_records_as_bytes(mini: Miniature) -> None:
     with gzip.open(mini.files[IMAGES], "wb") as f:
         f.write(plain)
     for split in RECIPE.split_names:
+        assert RECIPE.inputs(split, mini.files) is None  # one compressed stream, read by records()
         got = list(RECIPE.records(split, mini.files))
         assert all(isinstance(r["image"], bytes) for r in got)
         assert [r["image"] for r in got] == [r["image"] for r in mini.records[split]]

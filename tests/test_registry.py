@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -139,7 +140,8 @@ def test_variant_prepares_into_its_own_directory_from_cli_and_api(
     assert proc.returncode == 0, proc.stderr
     ds = thresher.open(root / "duo" / "b" / "lmdb" / "test")
     assert [ds[i] for i in range(len(ds))] == [{"label": 6, "text": "six"}, {"label": 7, "text": "seven"}]
-    assert (root / "duo" / "b" / "downloads" / "duo-b.txt").is_file()
+    assert (root / "duo" / "downloads" / "duo-b.txt").is_file()  # every variant's files in ROOT/NAME/downloads
+    assert not (root / "duo" / "b" / "downloads").exists()
 
     manifest = thresher.prepare("duo", root=root, format="hdf5", mirror=srv.url, offline=True,
                                 checksums=checksums["a"])  # NAME alone: the default variant, a
@@ -147,6 +149,11 @@ def test_variant_prepares_into_its_own_directory_from_cli_and_api(
     ds = thresher.open(root / "duo" / "a" / "hdf5" / "train")
     assert [ds[i]["text"] for i in range(len(ds))] == ["one", "two", "three"]
     assert not (root / "duo" / "lmdb").exists() and not (root / "duo" / "hdf5").exists()
+    assert sorted(p.name for p in (root / "duo" / "downloads").glob("duo-*.txt")) == ["duo-a.txt", "duo-b.txt"]
+    assert "\nduo-a.txt\t" in cli(env, "checksums", "duo/a", "--root", root).stdout  # the CLI finds it there too
+    again = cli(env, "prepare", "duo/b", "--root", root, "--mirror", srv.url, "--offline", "--checksums", checksums["b"])
+    assert "already prepared" in again.stdout, again.stdout + again.stderr  # the CLI's no-op path finds them too
+    assert not (root / "duo" / "b" / "downloads").exists()
 
 
 def test_unknown_variant_and_variants_in_info(env: dict[str, str]) -> None:
@@ -171,3 +178,75 @@ def test_make_target_with_a_variant(duo_mirror: tuple[LoopbackServer, dict[str, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "duo/b (minidb" in proc.stdout
     assert len(thresher.open(tmp_path / "root" / "duo" / "b" / "minidb" / "train")) == 1
+
+
+PLAIN = '''
+from thresher.recipe import Recipe, Source, Split, Variant
+from thresher.schema import Field, Schema
+
+
+class Plain(Recipe):
+    name = "plain"
+    plain_edition = True
+    sources = (Source("plain.txt", ("http://127.0.0.1:9/plain.txt",)),)
+    splits = (Split("train", 1),)
+    schema = Schema((Field("label", "int"),))
+    variants = (Variant({variant!r}, "more", schema=Schema((Field("label", "int"), Field("text", "str")))),)
+
+
+RECIPE = Plain()
+'''
+
+
+def add_plain(fake_package: Path, variant: str, *, plain: bool = True) -> None:
+    """The fake package with recipe ``plain`` in it, as this process's registry sees it from now on."""
+    text = PLAIN.format(variant=variant).replace("plain_edition = True", f"plain_edition = {plain}")
+    (fake_package / PACKAGE / "plain.py").write_text(text)
+    for module in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
+        del sys.modules[module]  # an earlier test's package, from another temporary directory
+    importlib.invalidate_caches()
+    registry.reset()
+
+
+@pytest.mark.parametrize(("variant", "plain", "broken"), [
+    ("extra", True, False), ("downloads", True, True), ("lmdb", True, True), ("hdf5", True, True),
+    ("downloads", False, True), ("lmdb", False, False)])
+def test_variant_names_that_would_share_a_directory_are_refused(fake_package: Path, here: None, variant: str,
+                                                                plain: bool, broken: bool) -> None:
+    add_plain(fake_package, variant, plain=plain)
+    problems = [b.reason for b in registry.broken_recipes() if b.name == "plain"]
+    if broken:
+        assert problems == [f"recipe 'plain' has a variant named {variant!r}, which cannot be a directory beside "
+                            + ("downloads, lmdb, minidb, hdf5" if plain else "downloads")]
+    else:
+        assert problems == [] and registry.get_recipe(f"plain/{variant}").key == f"plain/{variant}"
+
+
+def test_plain_name_is_the_plain_edition_beside_named_variants(fake_package: Path, here: None) -> None:
+    add_plain(fake_package, "extra")
+    plain = registry.get_recipe("plain")
+    assert (plain.key, plain.variant, plain.default_variant, plain.schema.names) == ("plain", None, None, ("label",))
+    extra = registry.get_recipe("plain/extra")
+    assert (extra.key, extra.variant, extra.schema.names) == ("plain/extra", "extra", ("label", "text"))
+    assert plain.edition_names == (None, "extra") and [e.key for e in plain.editions()] == ["plain", "plain/extra"]
+    assert [e.key for e in registry.editions() if e.name == "plain"] == ["plain", "plain/extra"]
+    with pytest.raises(KeyError, match="plain has no variant 'x'; it has plain, plain/extra"):
+        registry.get_recipe("plain/x")
+    duo = registry.get_recipe("duo")  # without a plain edition NAME alone is still the first variant
+    assert (duo.key, duo.default_variant, duo.edition_names) == ("duo/a", "a", ("a", "b"))
+
+
+def test_list_info_and_catalog_show_a_plain_edition(fake_package: Path, env: dict[str, str], here: None) -> None:
+    add_plain(fake_package, "extra")
+    lines = cli(env, "list").stdout.splitlines()
+    assert [line.split()[0] for line in lines if line.startswith("plain")] == ["plain", "plain/extra"]
+    assert not any(line.startswith("plain") and "(default)" in line for line in lines)
+    assert "variants: plain (default), plain/extra: more" in cli(env, "info", "plain").stdout
+    info = cli(env, "info", "plain/extra").stdout
+    assert info.startswith("plain/extra 1.0.0") and "\n  text" in info
+
+    from thresher import catalog
+
+    rows = [line for line in catalog.render().splitlines() if line.startswith("| `plain")]
+    assert [row.split("|")[1:3] for row in rows] == [[" `plain` ", " none (default), extra "],
+                                                      [" `plain/extra` ", " none (default), extra "]]

@@ -14,7 +14,7 @@ def render() -> str:
              "", "| name | variants | splits | download | manual download | license |", "|---|---|---|---|---|---|"]
     recipes = sorted(all_recipes().values(), key=lambda r: r.name)
     for recipe in recipes:
-        for edition in _editions(recipe):
+        for edition in recipe.editions():
             lines.append(f"| `{edition.key}` | {_variants(recipe)} | {_splits(edition)} | "
                          f"{human_bytes(edition.download_size)} | {'yes' if edition.needs_manual_download else 'no'} "
                          f"| {recipe.license} |")
@@ -23,7 +23,7 @@ def render() -> str:
         if recipe.requires:
             lines += [f"Needs {', '.join(recipe.requires)}"
                       + (f" (`pip install 'thresher[{recipe.extra}]'`)." if recipe.extra else "."), ""]
-        for edition in _editions(recipe):
+        for edition in recipe.editions():
             lines += [f"Fields of `{edition.key}`:", "", *(f"* {line}" for line in edition.schema.describe()), ""]
             for split, schema in edition.own_split_schemas.items():
                 lines += [f"Fields of `{edition.key}` split `{split}`:", "",
@@ -31,12 +31,12 @@ def render() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _editions(recipe: Recipe) -> list[Recipe]:
-    return [recipe.with_variant(v) for v in (recipe.variant_names or (None,))]
-
-
 def _variants(recipe: Recipe) -> str:
-    return ", ".join(f"{v}{' (default)' if i == 0 else ''}" for i, v in enumerate(recipe.variant_names)) or "—"
+    """``a (default), b``; a plain edition shows as ``none``."""
+    if not recipe.variants:
+        return "—"
+    return ", ".join(f"{v or 'none'}{' (default)' if v == recipe.default_variant else ''}"
+                     for v in recipe.edition_names)
 
 
 def _splits(recipe: Recipe) -> str:

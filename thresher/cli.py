@@ -162,8 +162,8 @@ _resize = _argument(inputs.parse_resize)
 
 
 def _downloads(args: argparse.Namespace) -> Path:
-    """``--download-dir``, or ``ROOT/NAME[/VARIANT]/downloads`` (``args.name`` resolved by :func:`_resolve`)."""
-    return args.download_dir or args.root / args.name / "downloads"
+    """``--download-dir``, or ``ROOT/NAME/downloads``, which every variant of NAME shares."""
+    return args.download_dir or args.root / args.name.partition("/")[0] / "downloads"
 
 
 def _resolve(args: argparse.Namespace, *, usable: bool) -> Recipe:
@@ -191,7 +191,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [("name", "splits", "download", "manual", "")]
     for recipe in editions():
         splits = ", ".join(f"{s.name} {s.num_records:,}" for s in recipe.splits)
-        default = recipe.variant is not None and recipe.variant == recipe.variant_names[0]
+        default = recipe.variant is not None and recipe.variant == recipe.default_variant
         rows.append((recipe.key + (" (default)" if default else ""), splits, human_bytes(recipe.download_size),
                      "yes" if recipe.needs_manual_download else "no", recipe.install_hint()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -208,8 +208,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def info_text(recipe: Recipe) -> str:
-    variants = ", ".join(f"{recipe.name}/{v.name}" + (" (default)" if i == 0 else "")
-                         + (f": {v.description}" if v.description else "") for i, v in enumerate(recipe.variants))
+    plain = [f"{recipe.name} (default)"] if recipe.variants and recipe.default_variant is None else []
+    variants = ", ".join(plain + [f"{recipe.name}/{v.name}" + (" (default)" if v.name == recipe.default_variant else "")
+                                  + (f": {v.description}" if v.description else "") for v in recipe.variants])
     lines = [
         f"{recipe.key} {recipe.version}: {recipe.title}",
         "",

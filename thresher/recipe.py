@@ -172,10 +172,13 @@ class Recipe:
     # the recipe lists without them, and preparing it says what to install.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
-    # Named editions; the first is the default when only NAME is given. ``variant`` is set on
-    # the copy that :meth:`with_variant` returns.
+    # Named editions; the first is the default when only NAME is given, unless ``plain_edition``.
+    # ``variant`` is set on the copy that :meth:`with_variant` returns.
     variants: ClassVar[tuple[Variant, ...]] = ()
     variant: str | None = None
+    # True: NAME alone is the recipe as its class attributes state it (no variant), and each
+    # variant adds to it (flowers102 and flowers102/segmented, which also downloads the masks).
+    plain_edition: ClassVar[bool] = False
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord | RecordBatch]:
         """Yield the records of ``split`` in their fixed order, read from the downloaded files.
@@ -238,16 +241,38 @@ class Recipe:
     def variant_names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.variants)
 
+    @property
+    def default_variant(self) -> str | None:
+        """The variant NAME alone means: the first, or None when NAME alone is the plain edition."""
+        return None if self.plain_edition or not self.variants else self.variants[0].name
+
+    @property
+    def edition_names(self) -> tuple[str | None, ...]:
+        """Every edition, None standing for the plain one: what ``list`` and the catalog show."""
+        plain: tuple[str | None, ...] = (None,) if self.default_variant is None else ()
+        return plain + self.variant_names
+
+    def editions(self) -> list[Recipe]:
+        return [self.with_variant(v) for v in self.edition_names]
+
+    def download_directory(self, root: Path | str) -> Path:
+        """``ROOT/NAME/downloads``: every edition of a recipe keeps its files there, so shared ones download once."""
+        return Path(root) / self.name / "downloads"
+
     def with_variant(self, name: str | None) -> Recipe:
-        """This recipe as variant ``name`` (the default one for ``None``); itself if it has no variants."""
+        """This recipe as variant ``name`` (NAME alone for ``None``: see ``default_variant``)."""
         if not self.variants:
             if name is not None:
                 raise KeyError(f"{self.name} has no variants; ask for it as {self.name!r}")
             return self
-        chosen = self.variants[0] if name is None else next((v for v in self.variants if v.name == name), None)
+        if name is None:
+            name = self.default_variant
+            if name is None:
+                return self
+        chosen = next((v for v in self.variants if v.name == name), None)
         if chosen is None:
             raise KeyError(f"{self.name} has no variant {name!r}; it has "
-                           + ", ".join(f"{self.name}/{v}" for v in self.variant_names))
+                           + ", ".join(self.name if v is None else f"{self.name}/{v}" for v in self.edition_names))
         edition = copy.copy(self)
         edition.variant = chosen.name
         for fact in ("sources", "splits", "schema"):

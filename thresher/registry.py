@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from thresher.errors import ThresherError
+from thresher.formats import FORMATS
 from thresher.recipe import Recipe
 
 PACKAGES_VARIABLE = "THRESHER_RECIPE_PACKAGES"
@@ -72,11 +73,25 @@ def _load(module_name: str, found: _Found) -> None:
     recipe = getattr(module, "RECIPE", None)
     if not isinstance(recipe, Recipe):
         return
-    if recipe.name in found.recipes or "/" in recipe.name:
-        problem = "has a '/' in its name" if "/" in recipe.name else "is already defined by another module"
+    problem = _naming_problem(recipe, found)
+    if problem:
         found.broken[module_name] = Broken(module_name, f"recipe {recipe.name!r} {problem}")
         return
     found.recipes[recipe.name] = recipe
+
+
+def _naming_problem(recipe: Recipe, found: _Found) -> str:
+    """Why ``recipe``'s name or variant names cannot be directories under the data root, or ""."""
+    if "/" in recipe.name:
+        return "has a '/' in its name"
+    if recipe.name in found.recipes:
+        return "is already defined by another module"
+    # ROOT/NAME/downloads is shared by every edition; with a plain edition, ROOT/NAME/<format> is its output.
+    taken = ("downloads", *(FORMATS if recipe.plain_edition else ()))
+    clash = next((v for v in recipe.variant_names if v in taken or "/" in v or not v), None)
+    if clash is not None:
+        return f"has a variant named {clash!r}, which cannot be a directory beside {', '.join(taken)}"
+    return ""
 
 
 def _reason(exc: BaseException) -> str:
@@ -95,12 +110,11 @@ def broken_recipes() -> list[Broken]:
 
 def editions() -> list[Recipe]:
     """Every recipe, once per variant, in name order: what ``list`` and the catalog show."""
-    return [recipe.with_variant(v) for _, recipe in sorted(all_recipes().items())
-            for v in (recipe.variant_names or (None,))]
+    return [edition for _, recipe in sorted(all_recipes().items()) for edition in recipe.editions()]
 
 
 def get_recipe(spec: str) -> Recipe:
-    """The recipe for ``NAME`` or ``NAME/VARIANT`` (``NAME`` alone: its default variant)."""
+    """The recipe for ``NAME`` or ``NAME/VARIANT`` (``NAME`` alone: its default variant, or its plain edition)."""
     name, _, variant = spec.partition("/")
     recipes = all_recipes()
     recipe = recipes.get(name)

@@ -103,7 +103,7 @@ def prepare(
     schemas, codec_name, channel_order, wanted = job.schemas, job.codec, job.channel_order, job.splits
     root = Path(root)
     out_dir = root / recipe.key / storage.name
-    downloads = Path(download_dir) if download_dir else root / recipe.key / "downloads"
+    downloads = Path(download_dir) if download_dir else recipe.download_directory(root)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with file_lock(out_dir / LOCK_NAME, timeout=None), walking_each_tar_once():

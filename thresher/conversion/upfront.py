@@ -112,7 +112,7 @@ def already_prepared(
         previous = previous_manifest(out_dir)
         if previous is None or previous.fingerprint != job.manifest(previous.sources).fingerprint:
             return None  # other options than the output's, before any download: prepare refuses or converts
-        downloads = Path(download_dir) if download_dir else Path(root) / recipe.key / "downloads"
+        downloads = Path(download_dir) if download_dir else recipe.download_directory(root)
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
         if not nothing_to_do(previous, job.manifest(source_entries(files)), job.splits, out_dir, verify=verify):
