@@ -63,7 +63,7 @@ def run(directory: Path) -> list[Path]:
                 print(f"  {manifest.summary()} verify: {'OK' if report.ok else report.problems}")
             split = recipe.split_names[0]
             sheet = directory / "sheets" / f"{name}-{split}.png"
-            lmdb = directory / "datasets" / recipe.with_arguments(arguments[name]).directory / "lmdb"
+            lmdb = directory / "datasets" / recipe.with_variant(None).with_arguments(arguments[name]).directory / "lmdb"
             sheets.append(contact_sheet(open_split(lmdb / split), sheet))
     print("contact sheets:", *sheets, sep="\n  ")
     return sheets
