@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RECIPES := mnist cifar10 flowers102 an4 iris ptb celeba imagenet images lsun places205
+RECIPES := mnist cifar10 flowers102 an4 iris ptb celeba imagenet images voc lsun places205
 # NAME/VARIANT goals (make voc/2012): any goal with a slash prepares that variant. Make has no
 # pattern with two stems, so they are picked out of the command line and declared phony.
 VARIANT_GOALS := $(foreach goal,$(MAKECMDGOALS),$(if $(findstring /,$(goal)),$(goal)))

@@ -10,9 +10,11 @@ deletes everything on :meth:`Workspace.close`.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import struct
+import tarfile
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -146,6 +148,39 @@ class Workspace:
             files = {name: directory / name for name in ("102flowers.tgz", "imagelabels.mat", "setid.mat")}
             records = {"train": per_set, "validation": per_set, "test": count - 2 * per_set}
             self._inputs[key] = self._finish("flowers102", mirror, files, records)
+        return self._inputs[key]
+
+    def imagenet(self, classes: int = 50, per_class: int | None = None) -> Inputs:
+        """ImageNet-layout: a train tar of class tars of photos, a small val and test tar, a devkit.
+
+        The files lie where ``prepare(download_dir=...)`` finds manual downloads: ``inputs.mirror``.
+        """
+        per_class = self.scaled(100) if per_class is None else per_class
+        key = ("imagenet", classes * per_class)
+        if key not in self._inputs:
+            from thresher.recipes import _imagenet_miniature as layout
+
+            directory, mirror = self._mirror_dir("imagenet", str(classes * per_class))
+            wnids = [f"n{10_000_000 + 7919 * c:08d}" for c in range(classes)]
+            photos = iter(_make_photos(classes * per_class + classes + 10))
+            with tarfile.open(directory / layout.TRAIN, "w") as train:
+                for wnid in wnids:
+                    inner = layout.tar({f"{wnid}_{i}.JPEG": next(photos) for i in range(per_class)})
+                    info = tarfile.TarInfo(f"{wnid}.tar")
+                    info.size = len(inner)
+                    train.addfile(info, io.BytesIO(inner))
+            val_name = "ILSVRC2012_val_{:08d}.JPEG".format
+            (directory / layout.VAL).write_bytes(layout.tar({val_name(n): next(photos) for n in range(1, classes + 1)}))
+            (directory / layout.TEST).write_bytes(layout.tar({f"ILSVRC2012_test_{n:08d}.JPEG": next(photos)
+                                                               for n in range(1, 11)}))
+            rows = tuple((c + 1, wnid, f"class {c}", ()) for c, wnid in enumerate(wnids))
+            truth = "".join(f"{c + 1}\n" for c in range(classes)).encode()
+            devkit = {f"{layout.DATA}/meta.mat": layout.meta_mat(rows, dict.fromkeys(wnids, per_class)),
+                      f"{layout.DATA}/ILSVRC2012_validation_ground_truth.txt": truth}
+            (directory / layout.DEVKIT).write_bytes(layout.tar(devkit, mode="w:gz"))
+            files = {name: directory / name for name in (layout.TRAIN, layout.VAL, layout.DEVKIT, layout.TEST)}
+            records = {"train": classes * per_class, "validation": classes, "test": 10}
+            self._inputs[key] = self._finish("imagenet", directory, files, records)
         return self._inputs[key]
 
     def discard(self, inputs: Inputs) -> None:

@@ -79,15 +79,20 @@ def tar(members: dict[str, bytes], *, mode: str = "w", directories: tuple[str, .
     return buffer.getvalue()
 
 
-def meta_mat() -> bytes:
-    """``meta.mat`` as the devkit has it: a (N, 1) struct array ``synsets`` of doubles and strings."""
+def meta_mat(rows: tuple[tuple[int, str, str, tuple[int, ...]], ...] = SYNSETS,
+             counts: dict[str, int] | None = None) -> bytes:
+    """``meta.mat`` as the devkit has it: a (N, 1) struct array ``synsets`` of doubles and strings.
+
+    ``rows`` are (ILSVRC2012_ID, WordNet id, words, children); ``counts`` the train images per WordNet id.
+    """
     import scipy.io
 
+    counts = {wnid: len(names) for wnid, names in TRAIN_IMAGES.items()} if counts is None else counts
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
               "num_train_images"]
-    synsets = np.zeros((len(SYNSETS), 1), dtype=[(f, object) for f in fields])
-    for row, (ident, wnid, words, children) in enumerate(SYNSETS):
-        count = len(TRAIN_IMAGES.get(wnid, ()))
+    synsets = np.zeros((len(rows), 1), dtype=[(f, object) for f in fields])
+    for row, (ident, wnid, words, children) in enumerate(rows):
+        count = counts.get(wnid, 0)
         synsets[row, 0] = (np.array([[ident]], float), wnid, words, f"the gloss of {words.split(',')[0]}",
                            np.array([[len(children)]], float), np.array([children], float).reshape(1, -1),
                            np.array([[1 if children else 0]], float), np.array([[count]], float))

@@ -38,7 +38,8 @@ def test_recipe_round_trips_exactly(name: str, fmt: str, codec: str | None, mirr
     result = run_prepare(name, mirror, mirror_server, tmp_path, format=fmt, codec=codec)
     manifest = result
     assert manifest.codec == codec
-    assert manifest.directory == tmp_path / recipe.with_arguments(mirror.miniatures[name].arguments).directory / fmt
+    edition = recipe.with_variant(None).with_arguments(mirror.miniatures[name].arguments)
+    assert manifest.directory == tmp_path / edition.directory / fmt
     assert (manifest.directory / "manifest.json").is_file()
     for split in recipe.split_names:
         want = mirror.miniatures[name].records[split]

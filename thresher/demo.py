@@ -56,16 +56,15 @@ def run(directory: Path) -> list[Path]:
     with serve(mirror_dir) as url:
         print(f"serving miniatures from {url}")
         for name, recipe in sorted(all_recipes().items()):
-            made = {}
             for fmt in FORMATS:
                 manifest = prepare(name, root=directory / "datasets", format=fmt, mirror=url, offline=True,
                                  checksums=checksums[name], progress=False, arguments=arguments[name])
                 report = verify(manifest.directory)
                 print(f"  {manifest.summary()} verify: {'OK' if report.ok else report.problems}")
-                made[fmt] = manifest.directory  # datasets/<directory of the edition prepared>/FORMAT
             split = recipe.split_names[0]
             sheet = directory / "sheets" / f"{name}-{split}.png"
-            sheets.append(contact_sheet(open_split(made["lmdb"] / split), sheet))
+            lmdb = directory / "datasets" / recipe.with_variant(None).with_arguments(arguments[name]).directory / "lmdb"
+            sheets.append(contact_sheet(open_split(lmdb / split), sheet))
     print("contact sheets:", *sheets, sep="\n  ")
     return sheets
 

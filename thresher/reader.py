@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,7 @@ class Dataset:
                           f"split {split!r} is inconsistent: " + "; ".join(problems[:3]))
         self.entries = entry.shards
         self.shards: list[ShardReader] = [
-            storage.reader(manifest.directory / shard.path, context, {Path(f.path).name: f.bytes for f in shard.files})
+            storage.reader(manifest.directory / shard.path, context, {_within(f.path, shard.path): f.bytes for f in shard.files})
             for shard in entry.shards
         ]
         self._checked: set[int] = set()  # shards found to agree with their entries, in this process
@@ -256,6 +256,12 @@ class Dataset:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _within(file: str, shard: str) -> str:
+    """A shard file's name inside its shard directory (``data.mdb``, ``image/data.mdb``), or its own name."""
+    path = PurePosixPath(file)
+    return path.name if path == PurePosixPath(shard) else path.relative_to(shard).as_posix()
 
 
 def check_shard(shard: ShardReader, entry: ShardEntry) -> None:

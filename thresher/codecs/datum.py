@@ -1,5 +1,8 @@
 """Caffe ``Datum`` codec: one image plus one int32 label per value (``caffe.proto``).
 
+An image with label maps (segmentation) is written as one Datum per field, for one LMDB each
+(see :mod:`thresher.codecs.datum_maps`).
+
 Raw images are written like ``convert_imageset``: channels/height/width, planar CHW ``data`` in the
 stored channel order, ``label`` and an explicit ``encoded=false`` (``38 00``), because DALI's Caffe
 reader treats a Datum without ``encoded`` as an encoded image. Encoded images are written like
@@ -34,6 +37,7 @@ from thresher.codecs.base import (
     varint_columns,
 )
 from thresher.codecs.base import decode_each as _decode_each
+from thresher.codecs.datum_maps import MapsPlan, decode_maps, encode_maps, maps_fields
 from thresher.codecs.messages import Datum
 from thresher.errors import CorruptShardError, UnsupportedCodecError
 from thresher.features import Image, Integer, Schema, classic_pair
@@ -93,14 +97,18 @@ class _Plan:
         return tail
 
 
+def _plan_for(schema: Schema, channel_order: str) -> _Plan | MapsPlan:
+    return MapsPlan(schema, channel_order) if maps_fields(schema) is not None else _Plan(schema, channel_order)
+
+
 class DatumCodec(PlannedCodec):
     """Caffe ``Datum`` values; see the module docstring."""
 
     name = "datum"
-    plan_type = _Plan
+    plan_type = staticmethod(_plan_for)
 
-    def batch_layout(self, plan: _Plan) -> BatchLayout | None:
-        if plan.shape is None:
+    def batch_layout(self, plan: _Plan | MapsPlan) -> BatchLayout | None:
+        if isinstance(plan, MapsPlan) or plan.shape is None:
             return None
         return BatchLayout(plan.image.name, plan.label.name, plan.shape, plan.header(plan.shape), True, plan.tail)
 
@@ -108,10 +116,12 @@ class DatumCodec(PlannedCodec):
 
     @staticmethod
     def check(schema: Schema, dataset: str | None = None) -> None:
-        """Refuse a schema that is not exactly one image field and one int field (the label)."""
+        """Refuse a schema that is neither one image and one int label, nor one image and its label maps."""
         pair = classic_pair(schema)
         if pair is not None:
             pair[1].check_int32_bounds("datum")
+            return
+        if maps_fields(schema) is not None:
             return
         images = [f for f in schema if type(f) is Image]
         ints = [f for f in schema if isinstance(f, Integer) and f.scalar]
@@ -127,16 +137,23 @@ class DatumCodec(PlannedCodec):
         else:
             problem = f"{who} has no integer label"
         raise UnsupportedCodecError(
-            f"datum holds one image and one integer label; {problem}; use --codec tensorprotos"
+            f"datum holds one image and one integer label, or one image and its label maps (masks); "
+            f"{problem}; use --codec tensorprotos or --format hdf5, which hold every field"
         )
 
     def _plan(self, schema: Schema, channel_order: str) -> _Plan:
-        return self._plans.get(schema, channel_order)
+        plan = self._plans.get(schema, channel_order)
+        if isinstance(plan, MapsPlan):
+            raise TypeError("an image with label maps has no single Datum; use encode/decode")
+        return plan
 
     # ------------------------------------------------------------------ encode
 
     def encode(self, record: dict, schema: Schema, channel_order: str) -> bytes:
         """Fast path; byte-identical to :meth:`encode_reference`."""
+        maps = self._plans.get(schema, channel_order)
+        if isinstance(maps, MapsPlan):
+            return encode_maps(self, maps, record)
         plan = self._plan(schema, channel_order)
         tail = plan.tail(record[plan.label.name])
         value = record[plan.image.name]
@@ -172,6 +189,9 @@ class DatumCodec(PlannedCodec):
 
     def decode(self, value: bytes, schema: Schema, channel_order: str) -> dict:
         """Fast path for values in the layout thresher writes; anything else goes through protobuf."""
+        maps = self._plans.get(schema, channel_order)
+        if isinstance(maps, MapsPlan):
+            return decode_maps(self, maps, value)
         plan = self._plan(schema, channel_order)
         if type(value) is not bytes:
             value = bytes(value)
@@ -253,8 +273,8 @@ class DatumCodec(PlannedCodec):
         do not match the expected layout are decoded one by one (and may raise CorruptShardError).
         Other schemas decode one by one and stack (object arrays where shapes differ).
         """
-        plan = self._plan(schema, channel_order)
-        if plan.shape is None or not values:
+        plan = self._plans.get(schema, channel_order)
+        if isinstance(plan, MapsPlan) or plan.shape is None or not values:
             return _decode_each(values, schema, lambda v: self.decode(v, schema, channel_order))
         h, w, c = plan.shape
         payload, labels, bad = split_fixed(values, plan.header(plan.shape), h * w * c, _parse_tails)

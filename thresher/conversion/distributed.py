@@ -15,8 +15,9 @@ square of the number of shards; such recipes say so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,28 @@ class ShardTask:
     arguments: dict[str, str] = field(default_factory=dict)  # the recipe's user arguments
 
 
-def connect(scheduler: str | None) -> Any:
-    """A ``distributed.Client`` for the scheduler address (the ``dask`` extra)."""
+@contextlib.contextmanager
+def connected(scheduler: str | None) -> Iterator[Any]:
+    """A ``distributed.Client`` for the scheduler address (the ``dask`` extra).
+
+    The caller's own client of that scheduler, if it has one, is used and left open: a second
+    client in the same process received finished results seconds late.
+    """
     try:
-        from distributed import Client
+        from distributed import Client, default_client
     except ImportError as exc:
         raise ImportError("--executor dask needs Dask: pip install 'thresher[dask]'") from exc
     if not scheduler:
         raise ValueError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
-    return Client(scheduler)
+    try:
+        current = default_client()
+    except ValueError:  # none in this process
+        current = None
+    if current is not None and current.status == "running" and current.scheduler.address == scheduler:
+        yield current
+        return
+    with Client(scheduler) as client:
+        yield client
 
 
 def run_shard(task: ShardTask, shard: int, piece: Piece | None = None) -> ShardResult | None:

@@ -13,6 +13,7 @@ therefore sees one generation or a clear error, never a mix.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,7 +33,7 @@ from thresher.conversion.convert import (
     unit_size,
     units,
 )
-from thresher.conversion.distributed import connect, convert_splits_on_cluster
+from thresher.conversion.distributed import connected, convert_splits_on_cluster
 from thresher.conversion.executors import OrderedPool
 from thresher.conversion.generations import switch_to
 from thresher.conversion.pieces import InputPlan, Piece
@@ -114,7 +115,7 @@ def prepare(
     downloads = Path(download_dir) if download_dir else recipe.download_directory(root)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with file_lock(out_dir / LOCK_NAME, timeout=None), walking_each_tar_once():
+    with file_lock(out_dir / LOCK_NAME, timeout=None), walking_each_tar_once(), contextlib.ExitStack() as stack:
         remove_stale_temporaries(out_dir)  # a manifest or stamps file a killed run was writing
         files = download(recipe, downloads, mirror=mirror, offline=offline,
                          checksums=Path(checksums) if checksums else None, progress=progress)
@@ -135,7 +136,7 @@ def prepare(
         plans = {split: EncodePlan(recipe.split_schema(split), schemas[split], options, codec_name, channel_order)
                  for split in todo}
         check_free_space(out_dir, _estimated_output_bytes(recipe, todo, files), "the conversion")
-        client = connect(scheduler) if executor == "dask" else None
+        client = stack.enter_context(connected(scheduler)) if executor == "dask" else None
         setup = WorkerSetup(plans, recipe, dict(files))
         encoders = OrderedPool(encode_work, workers, init_worker, (setup,)) if client is None else None
         finisher = ShardFinisher()
@@ -164,8 +165,6 @@ def prepare(
             raise
         finally:
             finisher.close()
-            if client is not None:
-                client.close()
             if encoders is not None:
                 encoders.close()
         for split in todo:

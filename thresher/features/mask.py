@@ -62,7 +62,8 @@ class Mask(Encodable):
         return None
 
     def decoded(self, value: Any) -> Any:
-        return mask_indexes(value) if self.is_encoded else value
+        """Indexes; a value already an array (Datum stores label maps as indexes) is returned as is."""
+        return mask_indexes(value) if self.is_encoded and not isinstance(value, np.ndarray) else value
 
     def stored(self, options: ConvertOptions) -> Feature:
         """Resize changes the shape; ``raw`` decodes; any other image encoding keeps the PNG (never JPEG)."""

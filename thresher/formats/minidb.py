@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from thresher.atomic import disk_errors
-from thresher.errors import CorruptShardError
+from thresher.errors import CorruptShardError, UnsupportedCodecError
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, StorageFormat
 from thresher.formats.mapped import MappedReader, Record
+from thresher.formats.parts import FieldParts
 
 HEADER = struct.Struct("<ii")
 
@@ -28,12 +29,20 @@ def frame(key: bytes, value: bytes) -> bytes:
     return HEADER.pack(len(key), len(value)) + key + value
 
 
+def _refuse_parts(payload: Any) -> None:
+    """A value meant for one LMDB per field (Datum of an image and its label maps) has no MiniDB form."""
+    if isinstance(payload, FieldParts):
+        raise UnsupportedCodecError("minidb holds one value per key, and Datum writes an image and its label maps "
+                                    "as one LMDB per field: use --format lmdb, or --codec tensorprotos")
+
+
 class MinidbWriter(ShardWriter):
     def __init__(self, path: Path, context: ShardContext) -> None:
         super().__init__(path, context)
         self.file: BinaryIO = open(path, "xb", buffering=1 << 20)  # noqa: SIM115 - closed in close()/abort()
 
     def append(self, key: bytes, payload: Any) -> None:
+        _refuse_parts(payload)
         if not key or not payload:
             raise ValueError("MiniDB readers reject empty keys and values")
         with disk_errors(self.path, len(payload)):
@@ -44,6 +53,8 @@ class MinidbWriter(ShardWriter):
         self.bytes += len(payload)
 
     def append_many(self, keys: list[bytes], payloads: list[Any]) -> None:
+        if payloads:
+            _refuse_parts(payloads[0])
         if not all(keys) or not all(payloads):
             raise ValueError("MiniDB readers reject empty keys and values")
         frames = b"".join(b"".join((HEADER.pack(len(k), len(v)), k, v)) for k, v in zip(keys, payloads, strict=True))
