@@ -22,8 +22,8 @@ CONVERTER = ("thresher.conversion.pipeline", "thresher.conversion.convert", "thr
              "thresher.conversion.executors", "thresher.conversion.workers", "thresher.conversion.sink",
              "thresher.codecs", "thresher.formats.lmdb_format", "thresher.formats.minidb",
              "thresher.formats.hdf5_format", "thresher.fetch.transfer", "thresher.reader")
-# Prints the packages outside the standard library and the converter modules that a call of the CLI
-# imported (what the interpreter loaded before it, such as site's path hooks, does not count).
+# Prints the packages outside the standard library, the converter modules and the other recipes' modules
+# that a call of the CLI imported (what the interpreter loaded before it, such as site's path hooks, does not count).
 PROBE = f"""
 import sys
 before = set(sys.modules)
@@ -32,7 +32,8 @@ status = main(sys.argv[1:])
 new = set(sys.modules) - before
 outside = {{m.split(".")[0] for m in new}} - set(sys.stdlib_module_names) - {{"thresher"}}
 converter = {{m for m in new if m.startswith({CONVERTER!r})}}
-print("IMPORTED", status, " ".join(sorted(outside | converter)))
+other_recipes = {{m for m in new if m.startswith("thresher.recipes.") and m != "thresher.recipes." + sys.argv[2]}}
+print("IMPORTED", status, " ".join(sorted(outside | converter | other_recipes)))
 """
 
 

@@ -116,8 +116,12 @@ def editions() -> list[Recipe]:
 def get_recipe(spec: str) -> Recipe:
     """The recipe for ``NAME`` or ``NAME/VARIANT`` (``NAME`` alone: its default variant, or its plain edition)."""
     name, _, variant = spec.partition("/")
-    recipes = all_recipes()
-    recipe = recipes.get(name)
+    searched = _found.cache_info().currsize > 0  # then it is the truth (tests may have added recipes)
+    # The usual case, without importing every other recipe module:
+    recipe = all_recipes().get(name) if searched else _named_module(name)
+    if recipe is None:
+        recipes = all_recipes()
+        recipe = recipes.get(name)
     if recipe is None:
         broken = [b for b in broken_recipes() if b.name == name]
         if broken:
@@ -137,6 +141,28 @@ def usable_recipe(spec: str) -> Recipe:
     return recipe
 
 
+@cache
+def _named_module(name: str) -> Recipe | None:
+    """The recipe of the module named after it (``thresher.recipes.NAME``), or None to search them all.
+
+    Only a module that imports cleanly and defines a well-named recipe of that name counts; any
+    doubt (another module defines it, the module fails) is left to the full search, which
+    reports it.
+    """
+    if not name.isidentifier():
+        return None
+    for package_name in packages():
+        try:
+            module = importlib.import_module(f"{package_name}.{name}")
+        except Exception:  # noqa: BLE001 - not there, or broken: the full search says which
+            continue
+        recipe = getattr(module, "RECIPE", None)
+        if isinstance(recipe, Recipe) and recipe.name == name and not _naming_problem(recipe, _Found({}, {})):
+            return recipe
+    return None
+
+
 def reset() -> None:
     """Forget what was found (after changing ``$THRESHER_RECIPE_PACKAGES``)."""
     _found.cache_clear()
+    _named_module.cache_clear()
