@@ -213,9 +213,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     rows = [("name", "splits", "download", "manual", "")]
     for recipe in editions():
-        splits = ", ".join(f"{s.name} {s.num_records:,}" for s in recipe.splits)
         default = recipe.variant is not None and recipe.variant == recipe.default_variant
-        rows.append((recipe.key + (" (default)" if default else ""), splits, human_bytes(recipe.download_size),
+        name = recipe.key + (" (default)" if default else "")
+        if recipe.parameters:  # the user's own files: nothing to count or download before they are named
+            first = recipe.parameters[0].replace("_", "-")
+            rows.append((name, f"your own files (--{first} DIR, see info)", "none", "no", recipe.install_hint()))
+            continue
+        splits = ", ".join(f"{s.name} {s.num_records:,}" for s in recipe.splits)
+        rows.append((name, splits, human_bytes(recipe.download_size),
                      "yes" if recipe.needs_manual_download else "no", recipe.install_hint()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
