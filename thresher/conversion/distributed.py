@@ -191,25 +191,31 @@ def convert_splits_on_cluster(
     from distributed import as_completed
 
     trusted = trusted or {}
-    jobs = [_SplitJob(recipe, split, files, storage, plans[split], out_dir, manifest, shard_size=shard_size,
-                      skip_bad=skip_bad, trusted=trusted.get(split), progress=progress) for split in splits]
+    later = iter(splits)  # a split is planned (its inputs listed) when its turn comes, not all up front
+    jobs: list[_SplitJob] = []
     window = max(2, 2 * len(client.scheduler_info().get("workers", {})))
     owners: dict[str, tuple[_SplitJob, int]] = {}
     futures: list[Any] = []
     pending = as_completed([], with_results=True)
 
     def submit_next() -> bool:
-        for job in jobs:
-            taken = job.take()
-            if taken is not None:
-                shard, piece = taken
-                key = f"{job.key}{shard:05d}"
-                owners[key] = (job, shard)
-                futures.append(client.submit(run_shard, job.task, shard, piece, retries=TASK_RETRIES, pure=False,
-                                             key=key))
-                pending.add(futures[-1])
-                return True
-        return False
+        while True:
+            for job in jobs:
+                taken = job.take()
+                if taken is not None:
+                    shard, piece = taken
+                    key = f"{job.key}{shard:05d}"
+                    owners[key] = (job, shard)
+                    futures.append(client.submit(run_shard, job.task, shard, piece, retries=TASK_RETRIES,
+                                                 pure=False, key=key))
+                    pending.add(futures[-1])
+                    return True
+            split = next(later, None)
+            if split is None:
+                return False
+            jobs.append(_SplitJob(recipe, split, files, storage, plans[split], out_dir, manifest,
+                                  shard_size=shard_size, skip_bad=skip_bad, trusted=trusted.get(split),
+                                  progress=progress))
 
     try:
         while len(owners) < window and submit_next():
