@@ -150,19 +150,22 @@ class Workspace:
             self._inputs[key] = self._finish("flowers102", mirror, files, records)
         return self._inputs[key]
 
-    def imagenet(self, classes: int = 50, per_class: int | None = None) -> Inputs:
+    def imagenet(self, classes: int = 50, per_class: int | None = None, *, tiny: bool = False) -> Inputs:
         """ImageNet-layout: a train tar of class tars of photos, a small val and test tar, a devkit.
 
         The files lie where ``prepare(download_dir=...)`` finds manual downloads: ``inputs.mirror``.
+        ``tiny``: every photo the same small JPEG (96×96, a few kB: 10,000 of them already fill more
+        than one LMDB commit), for counts where only the number of records matters.
         """
         per_class = self.scaled(100) if per_class is None else per_class
-        key = ("imagenet", classes * per_class)
+        key = ("imagenet", classes * per_class, tiny)
         if key not in self._inputs:
             from thresher.recipes import _imagenet_miniature as layout
 
-            directory, mirror = self._mirror_dir("imagenet", str(classes * per_class))
+            directory, mirror = self._mirror_dir("imagenet", f"{classes * per_class}{'-tiny' if tiny else ''}")
             wnids = [f"n{10_000_000 + 7919 * c:08d}" for c in range(classes)]
-            photos = iter(_make_photos(classes * per_class + classes + 10))
+            count = classes * per_class + classes + 10
+            photos = iter([layout.encode(layout.photo(0, (96, 96)))] * count if tiny else _make_photos(count))
             with tarfile.open(directory / layout.TRAIN, "w") as train:
                 for wnid in wnids:
                     inner = layout.tar({f"{wnid}_{i}.JPEG": next(photos) for i in range(per_class)})

@@ -61,6 +61,7 @@ def run(ws: Workspace, quick: bool) -> Table:
         sampled = ", ".join(f"{name} {mb:.0f} MB" for name, mb in result["sampled_mb"].items())
         table.analysis.append(f"* {count:,} records: peak RSS {peak:.0f} MB (VmHWM); highest values seen when "
                               f"sampling every {SAMPLE_SECONDS * 1000:.0f} ms: {sampled}.")
+    _photo_rows(table, ws)
     table.notes += [
         "Each run: `thresher.prepare('mnist', format='lmdb', splits=['train'])` in a fresh child process, "
         "sources already downloaded (`download_dir=`); peak = the child's `VmHWM` at its end "
@@ -73,6 +74,34 @@ def run(ws: Workspace, quick: bool) -> Table:
                            "the two is expected here; only the full-size comparison means something.")
     table.analysis.append("")
     return table
+
+
+PHOTO_CLASSES = 100
+PHOTO_SIZES = (10_000, 100_000)
+
+
+def _photo_rows(table: Table, ws: Workspace) -> None:
+    """ImageNet-layout train splits of 10,000 and 100,000 photos: peak memory must not follow the count."""
+    peaks: list[float] = []
+    for count in (ws.scaled(n) for n in PHOTO_SIZES):
+        inputs = ws.imagenet(classes=PHOTO_CLASSES, per_class=max(1, count // PHOTO_CLASSES), tiny=True)
+        root = ws.fresh(f"memory-photos-{count}")
+        result = _child(ws, {"mode": "imagenet", "root": str(root), "download_dir": str(inputs.mirror),
+                             "checksums": str(inputs.checksums)})
+        ws.discard(inputs)
+        shutil.rmtree(root, ignore_errors=True)
+        peak = result["peak_mb"]
+        measured = f"{peak:.0f} MB peak ({result['seconds']:.1f} s, {rate(result['records'], result['seconds'], 'img')})"
+        name = f"ImageNet-layout train, {result['records']:,} photos in {PHOTO_CLASSES} class tars"
+        if peaks:
+            table.add(name, measured, f"{peaks[0]:.0f} MB at {ws.scaled(PHOTO_SIZES[0]):,}", peak / peaks[0],
+                      f"{number(peak / peaks[0])}× the smaller run's peak", GROWTH)
+        else:
+            table.add(name, measured, "—", None, "—")
+        peaks.append(peak)
+    table.notes.append(f"ImageNet-layout runs: `thresher.prepare('imagenet', format='lmdb', splits=['train'], "
+                       f"checksums=...)` from placed files in a fresh child process; every photo the same 96×96 "
+                       f"JPEG, {PHOTO_CLASSES} class tars, so only the number of records grows.")
 
 
 def _child(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +130,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         manifest = thresher.prepare("mnist", root=spec["root"], format="lmdb", splits=["train"],
                                     download_dir=spec["download_dir"], mirror=spec["mirror"], offline=True,
                                     checksums=spec["checksums"], progress=False)
+        result = {"records": manifest.splits["train"].records, "seconds": time.perf_counter() - start}
+        sampler.stop()
+    elif spec["mode"] == "imagenet":
+        sampler.start()
+        start = time.perf_counter()
+        manifest = thresher.prepare("imagenet", root=spec["root"], format="lmdb", splits=["train"],
+                                    download_dir=spec["download_dir"], offline=True, checksums=spec["checksums"],
+                                    progress=False)
         result = {"records": manifest.splits["train"].records, "seconds": time.perf_counter() - start}
         sampler.stop()
     result["peak_mb"] = peak_rss_bytes() / MB
