@@ -22,19 +22,32 @@ CONVERTER = ("thresher.conversion.pipeline", "thresher.conversion.convert", "thr
              "thresher.conversion.executors", "thresher.conversion.workers", "thresher.conversion.sink",
              "thresher.codecs", "thresher.formats.lmdb_format", "thresher.formats.minidb",
              "thresher.formats.hdf5_format", "thresher.fetch.transfer", "thresher.reader")
-# Prints the packages outside the standard library, the converter modules and the other recipes' modules
-# that a call of the CLI imported (what the interpreter loaded before it, such as site's path hooks, does not count).
-PROBE = f"""
-import sys
-before = set(sys.modules)
-from thresher.cli import main
-status = main(sys.argv[1:])
+# What a call imported that it must not: the packages outside the standard library, the converter modules and
+# the other recipes' modules (what the interpreter loaded before it, such as site's path hooks, does not count).
+IMPORTED = f"""
 new = set(sys.modules) - before
 outside = {{m.split(".")[0] for m in new}} - set(sys.stdlib_module_names) - {{"thresher"}}
 converter = {{m for m in new if m.startswith({CONVERTER!r})}}
 other_recipes = {{m for m in new if m.startswith("thresher.recipes.") and m != "thresher.recipes." + sys.argv[2]}}
 print("IMPORTED", status, " ".join(sorted(outside | converter | other_recipes)))
 """
+# A call of the CLI: its arguments are the probe's.
+PROBE = """
+import sys
+before = set(sys.modules)
+from thresher.cli import main
+status = main(sys.argv[1:])
+""" + IMPORTED
+# The same call through the Python API, as a script or a notebook makes it: its arguments as JSON.
+API_PROBE = """
+import json, sys
+before = set(sys.modules)
+import thresher
+kwargs = json.loads(sys.argv[1])
+manifest = thresher.prepare(sys.argv[2], **kwargs)
+print(manifest.summary())
+status = 0 if manifest.run.already_done else 1
+""" + IMPORTED
 
 
 def thresher(*args: str | Path) -> subprocess.CompletedProcess:
@@ -68,6 +81,20 @@ def test_prepare_of_a_prepared_output_imports_no_converter(prepared: tuple[list[
     assert "already prepared, nothing to do" in proc.stdout, proc.stdout
     imported = next(line for line in proc.stdout.splitlines() if line.startswith("IMPORTED"))
     assert imported == "IMPORTED 0 ", f"a no-op prepare imported: {imported.split(maxsplit=2)[2:]}"
+
+
+def test_the_python_api_takes_the_same_fast_path(prepared: tuple[list[str], Path]) -> None:
+    """``thresher.prepare`` on a prepared output decides from manifest and stamps, as the CLI does."""
+    args, out = prepared
+    kwargs = {"root": args[args.index("--root") + 1], "mirror": args[args.index("--mirror") + 1], "offline": True,
+              "checksums": args[args.index("--checksums") + 1], "progress": False, "shard_size": 64 << 10}
+    proc = subprocess.run([sys.executable, "-c", API_PROBE, json.dumps(kwargs), "mnist"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "already prepared, nothing to do" in proc.stdout, proc.stdout
+    imported = next(line for line in proc.stdout.splitlines() if line.startswith("IMPORTED"))
+    assert imported == "IMPORTED 0 ", f"a no-op thresher.prepare imported: {imported.split(maxsplit=2)[2:]}"
+    assert (out / "train").is_symlink()
 
 
 def test_a_no_op_prepare_relinks_splits_and_prints_the_same_summary(prepared: tuple[list[str], Path]) -> None:

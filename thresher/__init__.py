@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from thresher.conversion.pipeline import prepare
+    from thresher.conversion.upfront import prepare
     from thresher.errors import ThresherError
     from thresher.manifest import Manifest
     from thresher.mean import compute_mean
@@ -29,7 +29,7 @@ _PUBLIC = {
     "compute_mean": "thresher.mean",
     "ThresherError": "thresher.errors",
     "open": "thresher.reader",
-    "prepare": "thresher.conversion.pipeline",
+    "prepare": "thresher.conversion.upfront",  # decides a no-op before importing the converter
 }
 __all__ = ["ConvertOptions", "Dataset", "Manifest", "ThresherError", "__version__", "compute_mean", "open", "prepare"]
 

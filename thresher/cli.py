@@ -288,7 +288,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from thresher.conversion.upfront import DEFAULT_SHARD_SIZE, already_prepared
+    from thresher.conversion.upfront import DEFAULT_SHARD_SIZE, prepare
     from thresher.options import ConvertOptions
 
     arguments = _recipe_arguments(args)
@@ -300,20 +300,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     options = ConvertOptions(image_encoding=args.image_encoding, resize=None if short else resize,
                              resize_short=short, resampler=args.resampler,
                              audio_encoding=args.audio_encoding, channel_order=args.channel_order)
-    job = dict(
-        root=args.root, format=args.format, codec=args.codec, splits=args.splits, options=options,
+    manifest = prepare(
+        args.name, root=args.root, format=args.format, codec=args.codec, splits=args.splits, options=options,
         mirror=args.mirror, offline=args.offline, checksums=args.checksums, download_dir=args.download_dir,
         shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size, verify=args.verify,
-        progress=args.progress,
+        progress=args.progress, workers=args.workers, skip_bad=args.skip_bad, executor=args.executor,
+        scheduler=args.scheduler, arguments=arguments,
     )
-    # What a batch job meets most: the output is there. Decided without importing the converter
-    # (but for your own files, whose manifest entry needs the folder listed: prepare decides).
-    manifest = None if arguments else already_prepared(args.name, **job)
-    if manifest is None:
-        from thresher.conversion.pipeline import prepare
-
-        manifest = prepare(args.name, **job, workers=args.workers, skip_bad=args.skip_bad,
-                           executor=args.executor, scheduler=args.scheduler, arguments=arguments)
     print(manifest.summary())
     return 0
 

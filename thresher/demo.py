@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from thresher.conversion.pipeline import prepare
+from thresher.conversion.upfront import prepare
 from thresher.formats import FORMATS
 from thresher.miniature import write_checksums
 from thresher.reader import open as open_split

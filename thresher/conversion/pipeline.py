@@ -46,7 +46,6 @@ from thresher.conversion.progress import (
 )
 from thresher.conversion.sink import ShardFinisher, ShardResult, ShardSink
 from thresher.conversion.upfront import (
-    DEFAULT_SHARD_SIZE,
     LOCK_NAME,
     Job,
     check_codec,
@@ -57,7 +56,6 @@ from thresher.conversion.upfront import (
 )
 from thresher.fetch.lock import file_lock
 from thresher.formats import ShardContext, StorageFormat, get_format
-from thresher.inputs import check_shard_size, check_workers
 from thresher.manifest import Manifest, RunReport, SplitEntry
 from thresher.options import ConvertOptions
 from thresher.published import compare_counts
@@ -69,40 +67,16 @@ log = logging.getLogger("thresher")
 
 
 def prepare(
-    name: str,
-    *,
-    root: str | Path = "datasets",
-    format: str = "lmdb",
-    codec: str | None = None,
-    splits: Iterable[str] | None = None,
-    workers: int = 1,
-    options: ConvertOptions | None = None,
-    mirror: str | None = None,
-    offline: bool = False,
-    checksums: str | Path | None = None,
-    download_dir: str | Path | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    skip_bad: bool = False,
-    progress: bool | None = None,
-    executor: str = "local",
-    scheduler: str | None = None,
-    verify: bool = False,
-    arguments: Mapping[str, str] | None = None,
+    name: str, *, root: str | Path, format: str, codec: str | None, splits: Iterable[str] | None, workers: int,
+    options: ConvertOptions | None, mirror: str | None, offline: bool, checksums: str | Path | None,
+    download_dir: str | Path | None, shard_size: int, skip_bad: bool, progress: bool | None, executor: str,
+    scheduler: str | None, verify: bool, arguments: Mapping[str, str] | None,
 ) -> Manifest:
-    """Download, verify and convert a dataset; return its manifest. Re-running a finished job does nothing.
+    """Download, verify and convert a dataset under the output's lock, deciding again what is left to do.
 
-    ``manifest.run`` says whether there was anything to do and how long it took;
-    ``manifest.summary()`` is the one-paragraph report the CLI prints. ``executor="dask"`` runs
-    one task per shard on the Dask cluster at ``scheduler`` (the root must be on a filesystem
-    every worker sees); the output is the same as a local run's, byte for byte. An existing
-    output is trusted after a check of its files' sizes, or of their hashes with ``verify=True``;
-    a split that fails it is written again from its first damaged shard. ``arguments`` go to a
-    recipe that reads the user's own files (``{"source": DIR}`` for ``images``).
+    Called by :func:`thresher.conversion.upfront.prepare` (``thresher.prepare``), which has checked
+    the arguments, states their defaults and meaning, and found the output not already prepared.
     """
-    if executor not in ("local", "dask"):
-        raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
-    check_workers(workers)
-    check_shard_size(shard_size)
     started = time.monotonic()
     recipe = usable_recipe(name).with_arguments(arguments or {})
     storage = get_format(format)

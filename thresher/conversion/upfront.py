@@ -2,8 +2,9 @@
 
 A batch job most often finds its output already prepared. Deciding that from the manifest, the
 shard stamps and the sources' verification stamps, with light modules only, lets
-``thresher prepare`` answer without importing codecs, storage libraries, worker pools or Dask;
-:mod:`thresher.conversion.pipeline` makes the same decisions through the same functions.
+``thresher prepare`` and ``thresher.prepare`` (both are :func:`prepare`) answer without importing
+codecs, storage libraries, worker pools or Dask; :mod:`thresher.conversion.pipeline` makes the
+same decisions through the same functions.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from thresher.fetch.checksums import read_stamp
 from thresher.fetch.lock import file_lock
 from thresher.formats import uses_codec
 from thresher.hashing import hash_file
+from thresher.inputs import check_shard_size, check_workers
 from thresher.manifest import MANIFEST_NAME, Manifest, RunReport
 from thresher.options import ConvertOptions
 from thresher.recipe import Recipe
@@ -77,21 +79,63 @@ class Job:
         return manifest
 
 
-def already_prepared(
+def prepare(
     name: str,
     *,
     root: str | Path = "datasets",
     format: str = "lmdb",
     codec: str | None = None,
     splits: Iterable[str] | None = None,
+    workers: int = 1,
     options: ConvertOptions | None = None,
     mirror: str | None = None,
     offline: bool = False,
     checksums: str | Path | None = None,
     download_dir: str | Path | None = None,
-    shard_size: int,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    skip_bad: bool = False,
     progress: bool | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
     verify: bool = False,
+    arguments: Mapping[str, str] | None = None,
+) -> Manifest:
+    """Download, verify and convert a dataset; return its manifest. Re-running a finished job does nothing.
+
+    ``manifest.run`` says whether there was anything to do and how long it took;
+    ``manifest.summary()`` is the one-paragraph report the CLI prints. ``executor="dask"`` runs
+    one task per shard on the Dask cluster at ``scheduler`` (the root must be on a filesystem
+    every worker sees); the output is the same as a local run's, byte for byte. An existing
+    output is trusted after a check of its files' sizes, or of their hashes with ``verify=True``;
+    a split that fails it is written again from its first damaged shard. ``arguments`` go to a
+    recipe that reads the user's own files (``{"source": DIR}`` for ``images``).
+
+    This is ``thresher.prepare`` and what ``thresher prepare`` runs: a finished output is
+    recognised by :func:`already_prepared` before the converter is imported, so a batch job
+    that finds its data ready does not pay for codecs, storage libraries, worker pools or Dask.
+    """
+    if executor not in ("local", "dask"):
+        raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
+    check_workers(workers)
+    check_shard_size(shard_size)
+    job: dict[str, Any] = dict(
+        root=root, format=format, codec=codec, splits=splits, options=options, mirror=mirror, offline=offline,
+        checksums=checksums, download_dir=download_dir, shard_size=shard_size, progress=progress, verify=verify,
+    )
+    # Your own files are the exception: their manifest entry needs the folder listed, which the converter does.
+    manifest = None if arguments else already_prepared(name, **job)
+    if manifest is not None:
+        return manifest
+    from thresher.conversion import pipeline
+
+    return pipeline.prepare(name, **job, workers=workers, skip_bad=skip_bad,
+                            executor=executor, scheduler=scheduler, arguments=arguments)
+
+
+def already_prepared(
+    name: str, *, root: str | Path, format: str, codec: str | None, splits: Iterable[str] | None,
+    options: ConvertOptions | None, mirror: str | None, offline: bool, checksums: str | Path | None,
+    download_dir: str | Path | None, shard_size: int, progress: bool | None, verify: bool,
 ) -> Manifest | None:
     """The existing output's manifest when ``prepare`` with these arguments would have nothing to do, else None.
 
