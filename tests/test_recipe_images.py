@@ -131,6 +131,16 @@ def test_api_takes_the_same_arguments_and_two_workers_write_the_same_bytes(class
     assert [r["image"] for r in read_split(outputs[0] / "all")] == [w["image"] for w in want]
 
 
+def test_a_prepare_makes_no_directory_it_does_not_use(classes, tmp_path: Path) -> None:
+    """Your own folder is read where it is: no ``ROOT/images/downloads`` appears, empty or not."""
+    folder, _ = classes
+    manifest = thresher.prepare("images", root=tmp_path / "out", progress=False, arguments={"source": str(folder)})
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "images").iterdir()) == [
+        f"images/{manifest.directory.parent.name}"]
+    assert prepare_cli("--source", folder, "--root", tmp_path / "cli") == 0
+    assert [p.name for p in (tmp_path / "cli" / "images").iterdir()] == [manifest.directory.parent.name]
+
+
 def test_dask_tasks_receive_the_folder_and_write_what_a_local_run_writes(classes, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
     folder, _ = classes

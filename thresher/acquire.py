@@ -21,7 +21,12 @@ def download(
     progress: bool | None = None,
     update_checksums: bool = False,
 ) -> dict[str, Path]:
-    """Verified local paths of every source file; manual steps and dead hosts end in instructions."""
+    """Verified local paths of every source file; manual steps and dead hosts end in instructions.
+
+    A recipe without sources (your own folder, read where it is) gets no download directory.
+    """
+    if not recipe.sources:
+        return {}
     try:
         return fetch_sources(
             recipe.name, recipe.sources, download_dir, mirror=mirror, offline=offline,
