@@ -18,7 +18,7 @@ from typing import Any
 
 from thresher.errors import MalformedDataError
 from thresher.features import BoundingBoxes, Image, Mask, Schema
-from thresher.published import Contents
+from thresher.published import Contents, Count
 from thresher.recipe import WHERE, BadRecord, Input, Miniature, Recipe, Record, Source, Split, Variant
 from thresher.sources.extent import Extent, head
 
@@ -98,6 +98,13 @@ SOURCES_2007 = (
 )
 SPLITS_2012 = _splits((5717, 5823, 11540), (1464, 1449))
 SPLITS_2007 = _splits((2501, 2510, 5011), (209, 213), test=(4952, 210))
+# The splits whose record count is published, checked against the list file before converting
+# (Voc.stated_counts). For 2012 the publisher gives totals that no list file states (11,530
+# images with 27,450 boxed objects and 6,929 segmentations, as the Caffe2 datasets page repeats
+# them); the one count published per list is segmentation train's 1,464 (the DEXTR README).
+# None is published for 2007. The other counts above are the lists' lengths as commonly quoted:
+# shown in progress, not enforced.
+PUBLISHED_COUNTS = {"2012": frozenset({"segmentation_train"}), "2007": frozenset()}
 
 
 class Voc(Recipe):
@@ -138,6 +145,23 @@ class Voc(Recipe):
 
     def inputs(self, split: str, files: Mapping[str, Path]) -> list[Input]:
         """One input per listed image: where its JPEG and its XML (or PNGs) lie in the tar, from one walk."""
+        ids, found = self._walk(split, files)
+        return [Input(image_id, 1, tuple(found.get(name) for name in member_names(split, image_id)))
+                for image_id in ids]
+
+    def stated_counts(self, split: str, files: Mapping[str, Path]) -> list[Count]:
+        """How many image ids the split's list file holds, for a split whose count is published.
+
+        Within a prepare the tar's headers are walked once for this and :meth:`inputs`.
+        """
+        if split not in PUBLISHED_COUNTS[self.year]:
+            return []
+        ids, _ = self._walk(split, files)
+        listing = f"VOCdevkit/VOC{self.year}/{list_file(split)}"
+        return [Count(self.archive(split), f"member {listing!r}", "image ids", len(ids))]
+
+    def _walk(self, split: str, files: Mapping[str, Path]) -> tuple[list[str], dict[str, Extent]]:
+        """The split's image ids, and where each member of the split's kind lies, from one walk of the tar."""
         from thresher.sources.members import iter_archive
 
         self.split(split)
@@ -156,9 +180,7 @@ class Voc(Recipe):
                 found[member.name[len(root):]] = member.extent
         if text is None:
             raise MalformedDataError(tar, f"member {listing!r}", "is missing: it lists the images of split " + split)
-        ids = image_ids(text, f"{tar}:{listing}")
-        return [Input(image_id, 1, tuple(found.get(name) for name in member_names(split, image_id)))
-                for image_id in ids]
+        return image_ids(text, f"{tar}:{listing}"), found
 
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
         yield self._record(split, part.name, part.where)

@@ -16,7 +16,7 @@ from server import LoopbackServer
 
 import thresher
 from thresher.conversion.convert import validate
-from thresher.errors import MalformedDataError, UnsupportedCodecError
+from thresher.errors import ChecksumError, MalformedDataError, UnsupportedCodecError
 from thresher.miniature import write_checksums
 from thresher.recipe import BadRecord, Miniature, Record
 from thresher.recipes.voc import (
@@ -179,6 +179,45 @@ def test_datum_refuses_the_detection_splits_clearly(voc_mirror: tuple[LoopbackSe
     for splits in (["train"], None):  # the detection splits alone, or with the segmentation ones
         with pytest.raises(UnsupportedCodecError, match="objects.*tensorprotos or --format hdf5"):
             prepare("voc/2012", server, minis["2012 checksums"], tmp_path, format="lmdb", codec="datum", splits=splits)
+
+
+def test_a_list_whose_count_differs_from_the_published_one_is_refused(
+        voc_mirror: tuple[LoopbackServer, dict[str, Any]], tmp_path: Path) -> None:
+    """2012's segmentation train has a published count (1,464); the miniature's list holds fewer.
+
+    Files accepted as they are (``thresher checksums --update``) are refused before converting,
+    naming the tar, the list and both counts; with ``--checksums`` (the user's own files) the
+    difference is a warning. Segmentation val has no published count: no warning.
+    """
+    from thresher.cli import main
+
+    server, minis = voc_mirror
+    found = len(minis["2012"].records["segmentation_train"])
+    data = tmp_path / "data"
+    common: dict[str, Any] = {"root": data, "mirror": server.url, "offline": True, "progress": False}
+    with pytest.raises(ChecksumError):  # not the published files
+        thresher.prepare("voc/2012", splits=["segmentation_train"], **common)
+    assert main(["checksums", "voc/2012", "--root", str(data), "--update"]) == 0  # accepted as they are
+    listing = "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
+    with pytest.raises(MalformedDataError, match=rf"^{TRAINVAL_2012} \(member '{listing}'\): {found} image ids where "
+                                                 r"the publisher says 1,464 for segmentation_train; .*--checksums FILE"):
+        thresher.prepare("voc/2012", splits=["segmentation_train"], **common)
+    assert not list(data.rglob("shard-*"))
+
+    manifest = thresher.prepare("voc/2012", splits=["segmentation_train", "segmentation_val"],
+                                checksums=minis["2012 checksums"], **common)
+    assert manifest.splits["segmentation_train"].warnings == [
+        f"{TRAINVAL_2012}: {found} image ids where the publisher says 1,464 for segmentation_train "
+        "(--checksums overrides the published files)"]
+    assert manifest.splits["segmentation_val"].warnings == []
+    assert manifest.splits["segmentation_train"].records == found
+
+
+def test_only_published_counts_are_stated(mini: Miniature) -> None:
+    assert [c.found for c in VOC2012.stated_counts("segmentation_train", mini.files)] == [
+        len(mini.records["segmentation_train"])]
+    for split in ("train", "val", "trainval", "segmentation_val"):
+        assert VOC2012.stated_counts(split, mini.files) == []
 
 
 # -- malformed input: one test per kind, each named ----------------------------------------------------
