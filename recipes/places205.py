@@ -8,9 +8,11 @@ and their order. Category names are the folders of the listed paths (``abbey``,
 ``apartment_building/outdoor``): once the lists are downloaded the label becomes a class label
 with those 205 names (:meth:`Places205.with_files`), which the manifest keeps.
 
-The tar is walked once (headers only; the member data are skipped over), so it must be the
-uncompressed tar: each input is a run of list lines with where their images lie, read by a
-worker or Dask task with one read per image.
+The images come as the form gives them, ``imagesPlaces205_resize.tar.gz``, or as its
+uncompressed tar ``imagesPlaces205_resize.tar`` (also published; used when placed). The plain
+tar is walked once (headers only; the member data are skipped over) and each input is a run of
+list lines with where their images lie, read by a worker or Dask task with one read per image.
+The gzip'd tar cannot be entered part way: it is a single input, one pass in one process.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from thresher.sources.archive import Limits
 from thresher.sources.extent import Extent, head
 
 IMAGES = "imagesPlaces205_resize.tar"
+IMAGES_GZ = IMAGES + ".gz"  # as the form's link gives it
 LISTS = "trainvalsplit_places205.tar.gz"
 FOLDER = "trainvalsplit_places205/"
 LIST_MEMBER = {"train": f"{FOLDER}train_places205.csv", "validation": f"{FOLDER}val_places205.csv"}
@@ -72,14 +75,15 @@ class Places205(Recipe):
         Source(LISTS, ("http://data.csail.mit.edu/places/places205/trainvalsplit_places205.tar.gz",),
                checksum_source=NONE_PUBLISHED),
         Source(IMAGES, ("http://places.csail.mit.edu/downloadData.html",), manual=True,
-               checksum_source=NONE_PUBLISHED),
+               checksum_source=NONE_PUBLISHED, alternative=IMAGES_GZ),
     )
     manual_instructions = (
         "Fill in the form at http://places.csail.mit.edu/downloadData.html (Places205, not Places2) to get the\n"
         "link to the resized images, imagesPlaces205_resize.tar.gz (no size or checksum is published).\n"
-        "Remove only its gzip layer, do not unpack the tar:\n"
+        "Placed as downloaded it is read as one gzip stream, by one process. Faster with --workers N:\n"
+        "remove only its gzip layer, do not unpack the tar:\n"
         "    gunzip imagesPlaces205_resize.tar.gz      # leaves imagesPlaces205_resize.tar\n"
-        "thresher reads the tar in place and locates each image once. The split lists,\n"
+        "and every worker reads its own images from the tar in place. The split lists,\n"
         "trainvalsplit_places205.tar.gz, are downloaded for you."
     )
     # No split size is published (about 2.45 million train images and 100 validation images a
@@ -103,17 +107,44 @@ class Places205(Recipe):
         edition.schema = Schema((self.schema["image"], label))
         return edition
 
-    def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input]:
-        """Runs of list lines with their images' extents."""
+    def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
+        """The images in list order: from :meth:`inputs` for the plain tar, else from one pass here.
+
+        A compressed tar (the published ``.tar.gz``) is one stream, so the split is a single
+        input. An image the pass meets before its turn in the list is held in memory until then:
+        as many as the list's order departs from the tar's; the plain tar holds none.
+        """
+        images = _images(files)
+        if _plain_tar(images):
+            yield from super().records(split, files)
+            return
+        from thresher.sources.members import members_in_order
+
         lines = _lines(files[LISTS], split)
-        where = _image_extents(files[IMAGES])
+        listed = [IMAGE_ROOT + line.path for line in lines if line.label is not None]
+        found = members_in_order(images, listed, limits=IMAGE_LIMITS, label=images.name, allow_missing=True)
+        try:
+            for line in lines:
+                member = next(found) if line.label is not None else None
+                yield _record(line, member and member.read(), images.name, LIST_MEMBER[split])
+        finally:
+            found.close()
+
+    def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input] | None:
+        """Runs of list lines with their images' extents; None for a compressed tar (:meth:`records`)."""
+        images = _images(files)
+        if not _plain_tar(images):
+            return None
+        lines = _lines(files[LISTS], split)
+        where = _image_extents(images)
         entries = [(line, where.get(line.path)) for line in lines]
         return [Input(f"{LIST_MEMBER[split]} lines {run[0][0].number}..{run[-1][0].number}", len(run), tuple(run))
                 for run in (entries[i:i + LINES_PER_INPUT] for i in range(0, len(entries), LINES_PER_INPUT))]
 
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
+        name = _images(files).name
         for line, extent in part.where:
-            yield _record(line, extent, LIST_MEMBER[split])
+            yield _record(line, extent, name, LIST_MEMBER[split])
 
     def locate(self, split: str, index: int) -> str:
         return f"{LISTS}:{LIST_MEMBER[split]} entry {index + 1}"
@@ -216,6 +247,17 @@ def class_names(lists: Path) -> list[str]:
     return [names[label][0] for label in range(NUM_CLASSES)]
 
 
+def _images(files: Mapping[str, Path]) -> Path:
+    """The images as placed: the plain tar, or the gzip'd one in its place."""
+    return files[IMAGES] if IMAGES in files else files[IMAGES_GZ]
+
+
+def _plain_tar(images: Path) -> bool:
+    """Whether the images are an uncompressed tar, by their bytes (the name may say otherwise)."""
+    from thresher.sources.archive import sniff_compression
+    return sniff_compression(images) == "tar"
+
+
 def _image_extents(images: Path) -> dict[str, Extent]:
     status = images.stat()
     return _walk_images(str(images), status.st_ino, status.st_size, status.st_mtime_ns)
@@ -228,27 +270,25 @@ def _walk_images(path: str, inode: int, size: int, mtime_ns: int) -> dict[str, E
     del inode, size, mtime_ns  # the cache key: a replaced tar is walked again
     found = {}
     for member in iter_tar(path, limits=IMAGE_LIMITS, label=IMAGES):
-        if member.extent is None:
-            raise MalformedDataError(IMAGES, f"member {member.name!r}",
-                                     "the tar is compressed; place the uncompressed tar (gunzip "
-                                     "imagesPlaces205_resize.tar.gz, do not untar it)")
+        assert member.extent is not None  # a plain tar: every member lies in the file
         if member.name.startswith(IMAGE_ROOT):
             found[member.name[len(IMAGE_ROOT):]] = member.extent
     return found
 
 
-def _record(line: Line, extent: Extent | None, member: str) -> Record | BadRecord:
+def _record(line: Line, image: Extent | bytes | None, images: str, member: str) -> Record | BadRecord:
+    """The record of one list line whose image (where it lies, or its bytes) came from ``images``."""
     where = f"{member} line {line.number}"
     if line.label is None:
         return BadRecord(LISTS, where, line.problem)
-    if extent is None:
-        return BadRecord(IMAGES, f"{IMAGE_ROOT}{line.path} ({where})", "image listed in the split list is missing "
+    if image is None:
+        return BadRecord(images, f"{IMAGE_ROOT}{line.path} ({where})", "image listed in the split list is missing "
                                                                         "from the tar")
-    start = head(extent, 3)
+    start = head(image, 3)
     if start != b"\xff\xd8\xff":
-        return BadRecord(IMAGES, f"{IMAGE_ROOT}{line.path} ({where})",
+        return BadRecord(images, f"{IMAGE_ROOT}{line.path} ({where})",
                          f"not a JPEG file (starts with {start.hex(' ') or 'nothing'})")
-    return {"image": extent, "label": line.label, WHERE: f"{IMAGES}:{IMAGE_ROOT}{line.path}"}
+    return {"image": image, "label": line.label, WHERE: f"{images}:{IMAGE_ROOT}{line.path}"}
 
 
 RECIPE = Places205()

@@ -27,9 +27,10 @@ def download(
     """
     if not recipe.sources:
         return {}
+    sources = tuple(source.as_placed(Path(download_dir)) for source in recipe.sources)
     try:
         return fetch_sources(
-            recipe.name, recipe.sources, download_dir, mirror=mirror, offline=offline,
+            recipe.name, sources, download_dir, mirror=mirror, offline=offline,
             checksums_file=checksums, progress=progress, update_checksums=update_checksums,
         )
     except ManualDownloadRequired as exc:
@@ -72,5 +73,6 @@ def manual_instructions(recipe: Recipe, download_dir: Path, *, host_down: bool =
             checks.append("no checksum published: the first one you place is recorded")
         lines.append(f"  {source.filename}  " + ", ".join(checks))
         lines.append(f"      from {source.urls[0]}" if source.urls else "")
+        lines.append(f"  or in its place {source.alternative} (see above)" if source.alternative else "")
     lines.append(f"then run again: thresher prepare {recipe.key} (placed files are verified, not re-downloaded).")
     return "\n".join(line for line in lines if line)

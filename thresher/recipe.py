@@ -89,7 +89,10 @@ class Source:
     ``sha256``/``md5``/``size`` are the published values, with ``checksum_source`` saying where
     they were published; all three may be ``None`` when nothing is published, in which case the
     first download's sha256 is recorded and trusted from then on. ``contents`` is what the
-    publisher says an archive unpacks to, from which its reading limits follow.
+    publisher says an archive unpacks to, from which its reading limits follow. ``alternative``
+    names another published form of the same file (Places205's uncompressed tar beside its
+    ``.tar.gz``): when only that one is in the download directory it is used in this one's place,
+    verified against the checksum recorded for it (the published values are this form's).
     """
 
     filename: str
@@ -100,6 +103,15 @@ class Source:
     checksum_source: str = "none published"
     manual: bool = False
     contents: Contents | None = None
+    alternative: str | None = None
+
+    def as_placed(self, download_dir: Path) -> Source:
+        """This source, or its :attr:`alternative` form when only that one is in ``download_dir``."""
+        if self.alternative is None or (download_dir / self.filename).exists() or \
+                not (download_dir / self.alternative).exists():
+            return self
+        return Source(self.alternative, (), checksum_source=f"the form of {self.filename} that was placed: "
+                      "the sha256 it first had is recorded and verified after", manual=True, contents=self.contents)
 
     @classmethod
     def from_bases(cls, filename: str, bases: tuple[str, ...], **facts: Any) -> Source:
