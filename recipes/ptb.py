@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from thresher.features import Schema, Tensor, Text
 from thresher.published import limit
 from thresher.recipe import BadRecord, Miniature, Recipe, Record, Source, Split
-from thresher.sources.archive import Limits
-from thresher.sources.members import members_in_order
+from thresher.sources.archive import Limits, keep_for_this_prepare, keeping_for_this_prepare
+from thresher.sources.members import file_identity, members_in_order
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,9 +78,10 @@ class Ptb(Recipe):
     ))
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
-        """One pass over the gzip'd tar per split: it is one compressed stream, so a single input.
+        """The split's sentences, or the vocabulary's words; the gzip'd tar is one stream, so a single input.
 
-        Every split needs the train text for its ids; the split's own text comes from the same pass.
+        Every split needs the train text for its ids; the split's own text comes from the same pass,
+        and within one ``prepare`` that pass serves the other splits too (:func:`_read_members`).
         """
         texts = _read_members(files[ARCHIVE], ("train",) if split in ("train", VOCABULARY) else ("train", split))
         words = vocabulary(_sentences(texts["train"], "train"))
@@ -133,13 +134,23 @@ def vocabulary(sentences: Iterator[list[str] | BadRecord]) -> list[str]:
 
 
 def _read_members(archive: Path, splits: Sequence[str]) -> dict[str, bytes]:
-    """The text files of ``splits``, from one walk of the archive (in whatever order it holds them)."""
+    """The text files of ``splits``, from one walk of the archive (in whatever order it holds them).
+
+    Within one ``prepare`` the archive is walked once for all its splits: the first walk reads the
+    three text files and each split puts them back for the next (:func:`keep_for_this_prepare`),
+    so nothing but those three files is held, and only until the prepare ends. Outside one, only
+    the files asked for are read.
+    """
+    names = list(FILES) if keeping_for_this_prepare() else list(splits)
+    found = members_in_order(archive, [member(s) for s in names], limits=LIMITS, label=ARCHIVE)
     texts = {}
-    for split, found in zip(splits, members_in_order(archive, [member(s) for s in splits], limits=LIMITS,
-                                                     label=ARCHIVE), strict=True):
-        assert found is not None  # missing members raise
-        texts[split] = found.read()
-    return texts
+    for split, text in zip(names, found, strict=True):
+        assert text is not None  # missing members raise
+        texts[split] = text.read()
+    identity = file_identity(archive)
+    for split, data in texts.items():
+        keep_for_this_prepare((*identity, member(split)), data)  # type: ignore[misc]  # a path has an identity
+    return {split: texts[split] for split in splits}
 
 
 def _sentences(text: bytes, split: str) -> Iterator[list[str] | BadRecord]:

@@ -16,6 +16,7 @@ from thresher.errors import CorruptArchiveError, MalformedDataError
 from thresher.miniature import write_tar
 from thresher.recipe import BadRecord, Miniature
 from thresher.recipes.ptb import ARCHIVE, RECIPE
+from thresher.sources.archive import walking_each_tar_once
 
 TRAIN = "./simple-examples/data/ptb.train.txt"
 VALID = "./simple-examples/data/ptb.valid.txt"
@@ -150,6 +151,40 @@ def test_a_file_that_is_not_an_archive_is_named(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(REAL_TRAIN))  # the text gzip'd on its own, not a tar of it
     with pytest.raises(MalformedDataError, match="simple-examples.tgz"):
         split_records({ARCHIVE: path}, "train")
+
+
+def bytes_read() -> int:
+    """Everything this process has passed to read() so far (``rchar``): the archive's bytes and any other file's."""
+    return int(next(line for line in Path("/proc/self/io").read_text().splitlines()
+                    if line.startswith("rchar:")).split()[1])
+
+
+def test_all_splits_of_one_prepare_read_the_archive_once(tmp_path: Path) -> None:
+    """Every split needs train's text; within a prepare the tgz is inflated once for the four splits.
+
+    The texts are random words, so the archive barely compresses and its size dominates what is read;
+    train comes last in it, so a walk for train reads all of it.
+    """
+    rng = np.random.default_rng(7)
+    words = np.array([f"w{i}" for i in range(3000)])
+    def text(lines: int) -> bytes:
+        return "".join(" " + " ".join(rng.choice(words, 20)) + " \n" for _ in range(lines)).encode()
+    files = write_tgz(tmp_path / ARCHIVE, {TEST: text(1500), VALID: text(1500), TRAIN: text(20000)})
+    size = files[ARCHIVE].stat().st_size
+    assert size > 500_000
+    splits = ("train", "validation", "test", "vocabulary")
+    alone = {split: split_records(files, split) for split in splits}  # outside a prepare: a walk each
+
+    before = bytes_read()
+    with walking_each_tar_once():  # what prepare runs its splits in
+        together = {split: split_records(files, split) for split in splits}
+    read = bytes_read() - before
+    assert read < 1.5 * size, f"read {read:,} bytes of a {size:,}-byte archive for {len(splits)} splits"
+    for split in splits:
+        assert [r["text"] if "text" in r else r["word"] for r in together[split]] == \
+            [r["text"] if "text" in r else r["word"] for r in alone[split]]
+        assert all(np.array_equal(a["ids"], b["ids"]) for a, b in zip(together[split], alone[split], strict=True)
+                   if "ids" in a)
 
 
 def test_locate_names_the_line() -> None:

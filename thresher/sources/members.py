@@ -91,7 +91,7 @@ def members_in_order(
     in the same ``prepare`` (see :func:`keep_for_this_prepare`), which then need not walk.
     """
     label = label or (str(source) if not hasattr(source, "read") else "<stream>")
-    identity = _identity(source)
+    identity = file_identity(source)
     join = _Join(label, allow_missing) if isinstance(wanted, Listing) else _Join(label, allow_missing, wanted)
     if join.wanted is not None and identity is not None:
         for name in set(join.wanted):
@@ -121,8 +121,8 @@ def members_in_order(
     yield from join.rest()
 
 
-def _identity(source: ArchiveSource) -> tuple[Any, ...] | None:
-    """A file's identity, to find what an earlier walk of it kept; None for a stream."""
+def file_identity(source: ArchiveSource) -> tuple[Any, ...] | None:
+    """A file's identity, to find what an earlier walk of it kept (the start of a kept key); None for a stream."""
     if hasattr(source, "read"):
         return None
     status = os.stat(source)  # type: ignore[arg-type]
