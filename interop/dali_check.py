@@ -10,6 +10,16 @@ exact bytes and DALI's CPU decode against Pillow's decode of the same bytes.
 DALI's Caffe reader labels a raw Datum's planar C×H×W bytes as (H, W, C) without moving them
 (Caffe itself reads them as planes), so raw Datum pixels are compared as planes.
 
+VOC (both editions) is checked as far as DALI's readers go. Datum: a segmentation split is one
+LMDB per field with the same keys (``shard-N/<field>/``), one ``fn.readers.caffe`` each: the
+photos must be the published JPEG bytes, the label maps raw 1-channel Datums equal to the
+palette PNGs' indexes, all with label 0. TensorProtos: ``fn.readers.caffe2`` reads the photo
+and, for a detection split, the box table as its one additional input (FLOAT: DALI flattens it,
+so the N×7 rows of corners, class, difficult and truncated are compared flat). DALI's own
+``bbox`` output cannot express them (it takes one INT32 box of exactly 4 values per record), and
+its additional inputs take FLOAT, INT32 or INT64 protos only, so the label maps that TensorProtos
+stores as encoded PNG strings are not read by DALI: of a segmentation split only the photos are.
+
 Prints one line per check and ``N passed, N failed``; exits 1 on any failure, 2 if DALI or the
 project cannot be imported.
 """
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -89,7 +100,7 @@ def import_dali() -> Any:
 def image_recipes() -> dict[str, Any]:
     """Recipes whose records are an image and an integer label: the ones Caffe and Caffe2 image readers are for.
 
-    (VOC's boxes and label maps are not checked here yet.)
+    (VOC's boxes and label maps are checked by :func:`voc_checks`.)
     """
     from thresher.registry import all_recipes
 
@@ -124,13 +135,26 @@ def prepare_cases(work: Path) -> Iterator[Case]:
                        min_shards=2 if shard_size else 1)
 
 
+def run_reader(n: int, graph: Callable[[Any, Any], tuple[Any, ...]]) -> tuple[int, list[list[np.ndarray]]]:
+    """The reader named "reader" in ``graph(fn, types)`` run once over ``n`` records on the CPU:
+    its epoch size and each output's ``n`` samples."""
+    fn, pipeline_def, types = import_dali()
+
+    @pipeline_def(batch_size=n, num_threads=1, device_id=None)
+    def pipeline() -> tuple[Any, ...]:
+        return graph(fn, types)
+
+    pipe = pipeline()
+    pipe.build()
+    outputs = pipe.run()
+    return int(pipe.epoch_size("reader")), [[np.array(out.at(i)) for i in range(n)] for out in outputs]
+
+
 def read_with_dali(case: Case) -> Read:
     """All records of a case in one CPU batch, in key order, through the reader for its codec."""
-    fn, pipeline_def, types = import_dali()
     paths = [str(p) for p in case.shards]
 
-    @pipeline_def(batch_size=len(case.want), num_threads=1, device_id=None)
-    def pipeline() -> tuple[Any, ...]:
+    def graph(fn: Any, types: Any) -> tuple[Any, ...]:
         if case.codec == "datum":
             images, labels = fn.readers.caffe(path=paths, name="reader")
         elif case.label is None:  # images only: NO_LABEL (4 in DALI's caffe2 parser)
@@ -141,11 +165,7 @@ def read_with_dali(case: Case) -> Read:
             return images, labels
         return images, labels, fn.decoders.image(images, device="cpu", output_type=types.RGB)
 
-    pipe = pipeline()
-    pipe.build()
-    outputs = pipe.run()
-    count = int(pipe.epoch_size("reader"))
-    columns = [[np.array(out.at(i)) for i in range(len(case.want))] for out in outputs]
+    count, columns = run_reader(len(case.want), graph)
     return Read(count, columns[0], columns[1], columns[2] if case.encoded else [])
 
 
@@ -160,11 +180,7 @@ def stored_pixels(case: Case, image: np.ndarray) -> np.ndarray:
 
 def first_difference(case: Case, values: list[Any], expected: Callable[[dict[str, Any]], Any],
                      same: Callable[[Any, Any], bool]) -> str | None:
-    for i, (got, record) in enumerate(zip(values, case.want, strict=True)):
-        want = expected(record)
-        if not same(got, want):
-            return f"record {i}: {mismatch(got, want)}"
-    return None
+    return first_listed(values, [expected(record) for record in case.want], same)
 
 
 def mismatch(got: Any, want: Any) -> str:
@@ -233,6 +249,104 @@ def check_case(case: Case) -> list[Check]:
     return checks
 
 
+VOC_EDITIONS = ("voc/2012", "voc/2007")
+VOC_FIELDS = ("image", "segmentation_class", "segmentation_object")
+
+
+def voc_checks(work: Path) -> Iterator[tuple[str, list[Check]]]:
+    """Each VOC edition's miniature as LMDB in both codecs (Datum: the segmentation splits it takes),
+    read back by DALI: (title, checks) per split and reader."""
+    from e2e import served_miniature
+
+    import thresher
+
+    for key in VOC_EDITIONS:
+        with served_miniature(key, work / "voc-mirror" / key.replace("/", "-")) as served:
+            datum = thresher.prepare(key, root=work / "voc-out" / "datum", format="lmdb", codec="datum",
+                                     mirror=served.url, offline=True, checksums=served.checksums, progress=False,
+                                     splits=[s for s in served.miniature.records if s.startswith("segmentation")])
+            tensors = thresher.prepare(key, root=work / "voc-out" / "tensorprotos", format="lmdb",
+                                       codec="tensorprotos", mirror=served.url, offline=True,
+                                       checksums=served.checksums, progress=False)
+        for split, entry in datum.splits.items():
+            want = served.miniature.records[split]
+            for field in VOC_FIELDS:
+                paths = [datum.directory / shard.path / field for shard in entry.shards]
+                yield f"{key} lmdb/datum {split} {field}", datum_field_checks(paths, field, want)
+        for split, entry in tensors.splits.items():
+            paths = [tensors.directory / shard.path for shard in entry.shards]
+            yield f"{key} lmdb/tensorprotos {split}", tensorprotos_checks(paths, served.miniature.records[split])
+
+
+def datum_field_checks(paths: list[Path], field: str, want: list[dict[str, Any]]) -> list[Check]:
+    """One field's LMDB of a Datum segmentation split through ``fn.readers.caffe``."""
+    n = len(want)
+    try:
+        count, (values, labels) = run_reader(n, lambda fn, types: tuple(fn.readers.caffe(
+            path=[str(p) for p in paths], name="reader")))
+    except Exception as exc:  # DALI reports every reader and parser error as a RuntimeError
+        return [("read", f"DALI failed on {', '.join(map(str, paths))}: {dali_message(exc)}")]
+    checks: list[Check] = [
+        (f"records: {n}", None if count == n else f"DALI's reader has {count} records, the split {n}"),
+        (f"labels: 0, all {n}", first_listed(labels, [np.array([0], np.int32)] * n, arrays_equal)),
+    ]
+    if field == "image":
+        checks.append((f"images: the published bytes, all {n} exact",
+                       first_listed([v.tobytes() for v in values], [r[field] for r in want], lambda a, b: a == b)))
+    else:
+        checks.append((f"label map: uint8 (H, W, 1), the PNG's palette indexes, all {n} exact",
+                       first_listed(values, [palette_indexes(r[field])[..., None] for r in want], arrays_equal)))
+    return checks
+
+
+def tensorprotos_checks(paths: list[Path], want: list[dict[str, Any]]) -> list[Check]:
+    """A TensorProtos split through ``fn.readers.caffe2``: the photo, and a detection split's box table."""
+    n = len(want)
+    boxes = "objects" in want[0]
+
+    def graph(fn: Any, types: Any) -> tuple[Any, ...]:
+        out = fn.readers.caffe2(path=[str(p) for p in paths], label_type=4, additional_inputs=int(boxes),
+                                name="reader")  # NO_LABEL: the photo, then the table as an additional input
+        return tuple(out) if boxes else (out,)
+
+    try:
+        count, columns = run_reader(n, graph)
+    except Exception as exc:  # DALI reports every reader and parser error as a RuntimeError
+        return [("read", f"DALI failed on {', '.join(map(str, paths))}: {dali_message(exc)}")]
+    checks: list[Check] = [
+        (f"records: {n}", None if count == n else f"DALI's reader has {count} records, the split {n}"),
+        (f"images: the published bytes, all {n} exact",
+         first_listed([v.tobytes() for v in columns[0]], [r["image"] for r in want], lambda a, b: a == b)),
+    ]
+    if boxes:
+        checks.append((f"boxes: float32 rows of corners, class, difficult, truncated (flattened), all {n} exact",
+                       first_listed(columns[1], [box_rows(r["objects"]) for r in want], arrays_equal)))
+    return checks
+
+
+def first_listed(got: list[Any], want: list[Any], same: Callable[[Any, Any], bool]) -> str | None:
+    """The first record whose value differs, described; None if all agree."""
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        if not same(a, b):
+            return f"record {i}: {mismatch(a, b)}"
+    return None
+
+
+def palette_indexes(png: bytes) -> np.ndarray:
+    """A palette PNG's class indexes as Pillow reads them (mode P, no colour conversion)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.mode == "P", im.mode
+        return np.asarray(im)
+
+
+def box_rows(objects: dict[str, np.ndarray]) -> np.ndarray:
+    """The miniature's boxes as the flat float32 table: per box x0, y0, x1, y1, class, difficult, truncated."""
+    rows = np.column_stack([objects["boxes"], objects["labels"], objects["difficult"], objects["truncated"]])
+    return rows.astype(np.float32).ravel()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, help="keep the miniatures and outputs here (default: a temporary "
@@ -249,12 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dali-check-") as tmp:
         work = args.workdir or Path(tmp)
         try:
-            for case in prepare_cases(work):
-                for what, problem in check_case(case):
+            cases = ((case.title, check_case(case)) for case in prepare_cases(work))
+            for title, checks in itertools.chain(cases, voc_checks(work)):
+                for what, problem in checks:
                     ok = problem is None
                     passed, failed = passed + ok, failed + (not ok)
-                    print(f"{'PASS' if ok else 'FAIL'} {case.title} {what}" + ("" if ok else f": {problem}"),
-                          flush=True)
+                    print(f"{'PASS' if ok else 'FAIL'} {title} {what}" + ("" if ok else f": {problem}"), flush=True)
         except (ThresherError, OSError) as exc:  # preparing a miniature failed: nothing left to read
             failed += 1
             print(f"FAIL preparing the miniatures: {exc}", flush=True)
