@@ -254,9 +254,12 @@ def test_places205_round_trips_through_the_mirror(fmt: str, codec: str | None, s
 
 @pytest.mark.parametrize("placed", [[IMAGES_GZ], [IMAGES_GZ, IMAGES]], ids=["gzip", "both"])
 def test_the_images_as_placed_by_hand_convert_to_the_same_records(placed: list[str], served, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The form's .tar.gz placed as downloaded converts (one stream); with the plain tar there too, the plain
     tar is used (inputs read by the workers). Either way the records are the mirror run's."""
+    from thresher.cli import main
+
     monkeypatch.setattr(places205, "LINES_PER_INPUT", 20)
     downloads = tmp_path / "placed" / "places205" / "downloads"
     downloads.mkdir(parents=True)
@@ -270,6 +273,8 @@ def test_the_images_as_placed_by_hand_convert_to_the_same_records(placed: list[s
         with thresher.open(manifest.directory / split, decode=False) as ds:
             assert [ds[i] for i in range(len(ds))] == served.miniature.records[split]
     assert served.prepare(tmp_path / "placed", workers=2, shard_size=8000).run.already_done
+    assert main(["checksums", "places205", "--root", str(tmp_path / "placed")]) == 0  # hashes the form placed
+    assert sorted(line.split("\t")[0] for line in capsys.readouterr().out.splitlines()[1:]) == sorted([LISTS, used])
 
 
 def test_two_workers_reading_their_own_lines_give_the_same_bytes(served, tmp_path: Path,
