@@ -536,9 +536,9 @@ def test_inside_walking_each_tar_once_a_finished_walk_is_reused(tmp_path: Path) 
 
 
 def test_an_unfinished_or_compressed_walk_is_not_remembered(tmp_path: Path) -> None:
-    path = make_tar(tmp_path / "plain.tar", {"a.bin": b"a", "b.bin": b"b"})
+    path = make_tar(tmp_path / "plain.tar", {"a.bin": b"a", "b.bin": b"b" * 50_000})
     with walking_each_tar_once():
-        next(iter(iter_tar(path)))
+        next(iter(iter_tar(path)))  # left far from the end
         zero_first_header_keeping_mtime(path)
         with pytest.raises(CorruptArchiveError):
             list(iter_tar(path))
@@ -549,6 +549,26 @@ def test_an_unfinished_or_compressed_walk_is_not_remembered(tmp_path: Path) -> N
         with pytest.raises(CorruptArchiveError):
             list(iter_tar(packed))
 
+
+
+def test_a_walk_left_near_the_end_is_completed_and_remembered(tmp_path: Path) -> None:
+    """A split's walk ends at its last wanted member; the next split's walk should not read headers again."""
+    members = {f"{i:03}.bin": bytes([i]) * 5000 for i in range(40)}
+    path = make_tar(tmp_path / "plain.tar", members)
+    with walking_each_tar_once():
+        for member in iter_tar(path):  # stops at the last member but one, as members_in_order does
+            if member.name == "038.bin":
+                break
+        zero_first_header_keeping_mtime(path)
+        assert [(m.name, m.read()) for m in iter_tar(path)] == list(members.items())  # from the index
+    path = make_tar(tmp_path / "early.tar", members)
+    with walking_each_tar_once():
+        for member in iter_tar(path):
+            if member.name == "030.bin":  # three quarters in: not worth completing
+                break
+        zero_first_header_keeping_mtime(path)
+        with pytest.raises(CorruptArchiveError):
+            list(iter_tar(path))
 
 # -- zip ------------------------------------------------------------------------------------------
 
