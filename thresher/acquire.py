@@ -24,7 +24,7 @@ def download(
     """Verified local paths of every source file; manual steps and dead hosts end in instructions."""
     try:
         return fetch_sources(
-            recipe.name, recipe.sources, download_dir, mirror=mirror, offline=offline,
+            recipe.name, recipe.sources_to_get(Path(download_dir)), download_dir, mirror=mirror, offline=offline,
             checksums_file=checksums, progress=progress, update_checksums=update_checksums,
         )
     except ManualDownloadRequired as exc:
