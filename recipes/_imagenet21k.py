@@ -126,6 +126,10 @@ class ImageNet21k(ImageNet):
                 description="position of the WordNet id among the synsets present, sorted (a class label named "
                             "by the WordNet ids once the placed tar is listed)"),
     ))
+    citation = ("@inproceedings{deng2009imagenet, author={Deng, Jia and Dong, Wei and Socher, Richard and Li, "
+                "Li-Jia and Li, Kai and Fei-Fei, Li}, title={{ImageNet: A Large-Scale Hierarchical Image "
+                "Database}}, booktitle={IEEE Conference on Computer Vision and Pattern Recognition (CVPR)}, "
+                "pages={248--255}, year={2009}, doi={10.1109/CVPR.2009.5206848}}")
     manual_instructions = MANUAL
 
     def with_variant(self, name: str | None) -> Recipe:

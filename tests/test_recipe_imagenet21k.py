@@ -1,0 +1,256 @@
+"""ImageNet-21k: whichever release is placed converts exactly, the hold-out is the stated one, bad input is named."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from e2e import FORMAT_CODECS, assert_same_records, tree_bytes
+from PIL import Image
+
+import thresher
+from thresher.acquire import manual_instructions
+from thresher.cli import main
+from thresher.errors import CorruptArchiveError, MalformedDataError, ManualDownloadRequired
+from thresher.miniature import write_checksums
+from thresher.recipe import Miniature, Record
+from thresher.recipes._imagenet21k import FALL11, WINTER21, WINTER21_PLAIN, held_out
+from thresher.recipes._imagenet_miniature import write_21k
+from thresher.registry import get_recipe
+from thresher.sources.extent import resolved
+
+RECIPE = get_recipe("imagenet/21k")
+RELEASES = (FALL11, WINTER21, WINTER21_PLAIN)
+# The miniature's classes, sorted by hand: the label is this position, whatever the tar's order.
+SORTED_WNIDS = ("n00004475", "n00005787", "n01440764", "n02084071")
+
+
+def tar_bytes(members: Mapping[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def read_tar(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+
+def mini(directory: Path, release: str) -> Miniature:
+    directory.mkdir(parents=True, exist_ok=True)
+    return write_21k(directory, release)
+
+
+def place(miniature: Miniature, root: Path) -> Path:
+    """The miniature's file where ``prepare imagenet/21k`` looks (shared with imagenet); a checksums file."""
+    downloads = root / "imagenet" / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    for name, path in miniature.files.items():
+        (downloads / name).write_bytes(path.read_bytes())
+    return write_checksums(miniature.files, root / f"{len(list(root.glob('*.tsv')))}.checksums.tsv")
+
+
+def prepare(root: Path, checksums: Path, **kwargs) -> thresher.Manifest:
+    return thresher.prepare("imagenet/21k", root=root, offline=True, checksums=checksums, progress=False, **kwargs)
+
+
+def without_where(records: list[Record]) -> list[Record]:
+    return [{k: v for k, v in resolved(r).items() if k != "__where__"} for r in records]
+
+
+# -- the miniature, in the real layout ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_miniature_is_a_tar_of_class_tars_as_published(release: str, tmp_path: Path) -> None:
+    data = mini(tmp_path, release).files[release].read_bytes()
+    if release.endswith(".gz"):
+        assert data[:2] == b"\x1f\x8b"
+        data = gzip.decompress(data)
+    assert data[257:262] == b"ustar"
+    classes = read_tar(data)
+    assert [name[:-4] for name in classes] != sorted(SORTED_WNIDS) and sorted(n[:-4] for n in classes) == list(SORTED_WNIDS)
+    for name, inner in classes.items():
+        photos = read_tar(inner)
+        assert all(p.startswith(name[:-4] + "_") and p.endswith(".JPEG") for p in photos)
+        assert {Image.open(io.BytesIO(b)).format for b in photos.values()} <= {"JPEG", "PNG"}
+
+
+# -- manual download: one of the releases -----------------------------------------------------------
+
+
+def test_the_manual_screen_names_each_release_its_checksum_and_the_shared_directory(tmp_path: Path) -> None:
+    with pytest.raises(ManualDownloadRequired) as raised:
+        thresher.prepare("imagenet/21k", root=tmp_path, offline=True, progress=False)
+    screen = str(raised.value)
+    downloads = tmp_path / "imagenet" / "downloads"
+    assert screen == manual_instructions(RECIPE, downloads)
+    assert f"{downloads.absolute()}/" in screen and "registration" in screen and "ONE of these" in screen
+    for text in (FALL11, WINTER21, WINTER21_PLAIN, "md5 ab313ce03179fd803a401b02c651c0a2", "1.31 TB",
+                 "14,197,122", "19,167", "https://image-net.org/data/winter21_whole.tar.gz",
+                 "thresher prepare imagenet/21k"):
+        assert text in screen
+    assert len(screen.splitlines()) <= 25
+
+
+def test_info_describes_the_variant_completely(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "imagenet/21k"]) == 0
+    text = capsys.readouterr().out
+    for line in ("imagenet/21k 1.0.0: ImageNet-21k", "variants: imagenet (default), imagenet/21k",
+                 "manual download: yes", f"  {WINTER21}: size not published",
+                 "    sha256 -  md5 ab313ce03179fd803a401b02c651c0a2", "image-net.org's download page",
+                 f"  {FALL11}: size not published", "http://www.image-net.org/archive/stanford/fall11_whole.tar",
+                 "  train: ", "  validation: ", "citation:", "deng2009imagenet"):
+        assert line in text, line
+    assert main(["info", "imagenet"]) == 0
+    assert capsys.readouterr().out.startswith("imagenet 1.0.0: ImageNet Large Scale Visual Recognition Challenge 2012")
+
+
+# -- whichever release is placed converts exactly ----------------------------------------------------
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize(("fmt", "codec"), FORMAT_CODECS)
+def test_a_placed_release_converts_exactly_in_every_format(release: str, fmt: str, codec: str | None,
+                                                           tmp_path: Path) -> None:
+    miniature = mini(tmp_path / "mini", release)
+    manifest = prepare(tmp_path, place(miniature, tmp_path), format=fmt, codec=codec)
+    for split in ("train", "validation"):
+        want = miniature.records[split]
+        assert manifest.splits[split].records == len(want)
+        with thresher.open(tmp_path / "imagenet" / "21k" / fmt / split, decode=False) as ds:
+            assert_same_records([ds[i] for i in range(len(ds))], want, RECIPE.split_schema(split), f"{fmt}/{split}")
+    written = json.loads((tmp_path / "imagenet" / "21k" / fmt / "manifest.json").read_text())
+    assert [s["filename"] for s in written["sources"]] == [release]
+    label = next(f for f in written["schema"] if f["name"] == "label")
+    assert tuple(label["names"]) == SORTED_WNIDS
+    assert release in label["description"] and "min(50, n // 2)" in label["description"]
+    assert ("winter 2021" if release.startswith("winter") else "fall 2011") in label["description"]
+
+
+def test_labels_are_sorted_wordnet_id_positions_not_tar_order(tmp_path: Path) -> None:
+    miniature = mini(tmp_path, FALL11)
+    got = [resolved(r) for r in RECIPE.records("train", miniature.files)]
+    label_of = {r["__where__"].split(":")[1][:-4]: r["label"] for r in got}
+    assert label_of == {"n00004475": 0, "n00005787": 1, "n01440764": 2, "n02084071": 3}
+    assert RECIPE.class_names(miniature.files) == [(w, w) for w in SORTED_WNIDS]
+
+
+def test_the_plain_tar_gives_one_input_per_class_and_the_gzip_one_stream(tmp_path: Path) -> None:
+    for release in (FALL11, WINTER21_PLAIN):
+        miniature = mini(tmp_path / release, release)
+        parts = RECIPE.inputs("train", miniature.files)
+        assert parts is not None and [p.name for p in parts] == ["n02084071", "n00004475", "n01440764", "n00005787"]
+        assert [p.records for p in parts] == [2, 54, 4, 1]
+    assert RECIPE.inputs("train", mini(tmp_path / "gz", WINTER21).files) is None
+
+
+def test_when_several_releases_are_placed_the_first_listed_is_used(tmp_path: Path) -> None:
+    fall = mini(tmp_path / "fall", FALL11)
+    winter = mini(tmp_path / "winter", WINTER21)
+    checksums = write_checksums({**fall.files, **winter.files}, tmp_path / "both.tsv")
+    place(fall, tmp_path)
+    place(winter, tmp_path)
+    manifest = prepare(tmp_path, checksums, format="hdf5", splits=["validation"])
+    assert [s["filename"] for s in manifest.sources] == [WINTER21]
+
+
+def test_the_gzip_stream_lists_its_synsets_once_and_keeps_the_list_beside_it(tmp_path: Path) -> None:
+    miniature = mini(tmp_path, WINTER21)
+    RECIPE.with_files(miniature.files)
+    kept = miniature.files[WINTER21].with_name(WINTER21 + ".synsets")
+    lines = kept.read_text().splitlines()
+    assert lines[1:] == ["n02084071", "n00004475", "n01440764", "n00005787"]
+    kept.write_text("\n".join([lines[0], "n09999999", *lines[2:]]) + "\n")  # the kept list is what is used
+    assert RECIPE.class_names(miniature.files)[-1] == ("n09999999", "n09999999")
+    kept.write_text("\n".join(["another file 1 2", *lines[1:]]) + "\n")  # a stale list is not
+    assert RECIPE.class_names(miniature.files) == [(w, w) for w in SORTED_WNIDS]
+
+
+# -- the hold-out ----------------------------------------------------------------------------------
+
+
+def test_the_hold_out_is_the_stated_seeded_rule() -> None:
+    names = [f"n01440764_{k}.JPEG" for k in range(1, 131)]
+    held = held_out(names)
+    by_hash = sorted(names, key=lambda n: hashlib.sha256(f"imagenet21k-holdout-v1/{n}".encode()).hexdigest())
+    assert held == set(by_hash[:50])  # the cap: 50 of 130
+    assert held_out(list(reversed(names))) == held  # the names decide, not their order
+    assert held_out(names, seed="another") != held
+    for n, expected in ((0, 0), (1, 0), (2, 1), (7, 3), (99, 49), (100, 50), (101, 50)):
+        assert len(held_out(names[:n])) == expected
+
+
+def test_the_splits_are_disjoint_and_together_the_whole_class(tmp_path: Path) -> None:
+    miniature = mini(tmp_path, FALL11)
+    places = {split: [resolved(r)["__where__"] for r in RECIPE.records(split, miniature.files)]
+              for split in ("train", "validation")}
+    assert not set(places["train"]) & set(places["validation"])
+    every = {f"{FALL11}:{c}:{p}" for c, inner in read_tar(miniature.files[FALL11].read_bytes()).items()
+             for p in read_tar(inner)}
+    assert set(places["train"]) | set(places["validation"]) == every
+    per_class = {w: sum(p.split(":")[1] == f"{w}.tar" for p in places["validation"]) for w in SORTED_WNIDS}
+    assert per_class == {"n00004475": 50, "n00005787": 0, "n01440764": 3, "n02084071": 1}
+
+
+def test_one_worker_and_two_write_the_same_bytes(tmp_path: Path) -> None:
+    miniature = mini(tmp_path / "mini", FALL11)
+    one = prepare(tmp_path / "one", place(miniature, tmp_path / "one"), shard_size=6000)
+    two = prepare(tmp_path / "two", place(miniature, tmp_path / "two"), shard_size=6000, workers=2)
+    assert len(one.splits["train"].shards) >= 3
+    assert tree_bytes(one.directory) == tree_bytes(two.directory)
+
+
+# -- bad input, named ------------------------------------------------------------------------------
+
+
+def rewritten(miniature: Miniature, tmp_path: Path, release: str, change: dict[str, bytes]) -> dict[str, Path]:
+    members = {**read_tar(gzip.decompress(miniature.files[release].read_bytes()) if release.endswith(".gz")
+                          else miniature.files[release].read_bytes()), **change}
+    data = tar_bytes(members)
+    path = tmp_path / "changed" / release
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(gzip.compress(data) if release.endswith(".gz") else data)
+    return {release: path}
+
+
+@pytest.mark.parametrize("release", [FALL11, WINTER21])
+def test_a_member_that_is_not_a_class_tar_is_named(release: str, tmp_path: Path) -> None:
+    files = rewritten(mini(tmp_path, release), tmp_path, release, {"README.txt": b"hello"})
+    with pytest.raises(MalformedDataError, match=rf"{release}.*'README.txt'.*<WordNet id>.tar"):
+        list(RECIPE.records("train", files))
+
+
+@pytest.mark.parametrize("release", [FALL11, WINTER21])
+def test_a_class_tar_holding_a_non_image_stops_prepare_naming_it(release: str, tmp_path: Path) -> None:
+    miniature = mini(tmp_path / "mini", release)
+    inner = read_tar(read_tar(gzip.decompress(miniature.files[release].read_bytes()) if release.endswith(".gz")
+                              else miniature.files[release].read_bytes())["n02084071.tar"])
+    files = rewritten(miniature, tmp_path, release,
+                      {"n02084071.tar": tar_bytes({**inner, "n02084071_99.JPEG": b"<html>login</html>"})})
+    changed = Miniature(files, {})
+    with pytest.raises(MalformedDataError,
+                       match=rf"{release}:n02084071.tar.*'n02084071_99.JPEG'.*not a JPEG or PNG file"):
+        prepare(tmp_path, place(changed, tmp_path), format="hdf5")
+    skipped = prepare(tmp_path, write_checksums(files, tmp_path / "again.tsv"), format="hdf5", skip_bad=True)
+    assert sum(skipped.splits[s].skipped for s in ("train", "validation")) == 1
+
+
+@pytest.mark.parametrize("release", [FALL11, WINTER21])
+def test_a_truncated_release_is_named(release: str, tmp_path: Path) -> None:
+    data = mini(tmp_path, release).files[release].read_bytes()
+    path = tmp_path / "cut" / release
+    path.parent.mkdir()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CorruptArchiveError, match=release):
+        list(RECIPE.records("train", {release: path}))
