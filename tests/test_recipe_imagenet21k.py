@@ -173,7 +173,7 @@ def test_the_gzip_stream_lists_its_synsets_once_and_keeps_the_list_beside_it(tmp
     assert lines[1:] == ["n02084071", "n00004475", "n01440764", "n00005787"]
     kept.write_text("\n".join([lines[0], "n09999999", *lines[2:]]) + "\n")  # the kept list is what is used
     assert RECIPE.class_names(miniature.files)[-1] == ("n09999999", "n09999999")
-    kept.write_text("\n".join(["another file 1 2", *lines[1:]]) + "\n")  # a stale list is not
+    kept.write_text("\n".join(["another file 1 2", "n09999999", *lines[2:]]) + "\n")  # a stale list is not
     assert RECIPE.class_names(miniature.files) == [(w, w) for w in SORTED_WNIDS]
 
 
@@ -254,3 +254,20 @@ def test_a_truncated_release_is_named(release: str, tmp_path: Path) -> None:
     path.write_bytes(data[:len(data) // 2])
     with pytest.raises(CorruptArchiveError, match=release):
         list(RECIPE.records("train", {release: path}))
+
+
+@pytest.mark.parametrize("release", [FALL11, WINTER21])
+def test_a_class_tar_that_is_there_twice_is_named(release: str, tmp_path: Path) -> None:
+    data = mini(tmp_path, release).files[release].read_bytes()
+    classes = list(read_tar(gzip.decompress(data) if release.endswith(".gz") else data).items())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, inner in [*classes, classes[0]]:
+            info = tarfile.TarInfo(name)
+            info.size = len(inner)
+            tar.addfile(info, io.BytesIO(inner))
+    path = tmp_path / "doubled" / release
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(buffer.getvalue()) if release.endswith(".gz") else buffer.getvalue())
+    with pytest.raises(MalformedDataError, match=rf"{release}.*{classes[0][0]}.*there twice"):
+        RECIPE.with_files({release: path})
