@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from thresher.errors import CorruptArchiveError, MalformedDataError, ManualDownl
 from thresher.miniature import write_checksums
 from thresher.recipe import Miniature, Record
 from thresher.recipes._imagenet21k import FALL11, WINTER21, WINTER21_PLAIN, held_out
+from thresher.recipes._imagenet_miniature import tar as tar_bytes
 from thresher.recipes._imagenet_miniature import write_21k
 from thresher.registry import get_recipe
 from thresher.sources.extent import resolved
@@ -29,16 +29,6 @@ RECIPE = get_recipe("imagenet/21k")
 RELEASES = (FALL11, WINTER21, WINTER21_PLAIN)
 # The miniature's classes, sorted by hand: the label is this position, whatever the tar's order.
 SORTED_WNIDS = ("n00004475", "n00005787", "n01440764", "n02084071")
-
-
-def tar_bytes(members: Mapping[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def read_tar(data: bytes) -> dict[str, bytes]:
