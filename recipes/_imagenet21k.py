@@ -62,8 +62,8 @@ ImageNet-21k is free for non-commercial research and education, after registrati
 on https://image-net.org, accept its terms of access, and download ONE of these releases (while logged
 in); place it in the directory below under its published name, not unpacked:
   winter 2021: {WINTER21}, 19,167 synsets (md5 below, as image-net.org's download page gives it);
-      gunzipped once (gunzip -k, as much disk again) it is {WINTER21_PLAIN}, which several workers
-      convert in parallel (the .gz is read as one stream, by one process);
+      gunzipped once (gunzip -k, as much disk again) it is {WINTER21_PLAIN}, whose classes several
+      workers read in parallel (the .gz is one stream: one process reads it, workers only encode);
   fall 2011: {FALL11}, 21,841 synsets, 14,197,122 images, quoted as 1.31 TB (no checksum published).
 If several are placed, the first listed below is used. A list of synset words is not part of either
 release: the classes are named by their WordNet ids."""
