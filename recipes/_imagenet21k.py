@@ -167,6 +167,10 @@ class ImageNet21k(ImageNet):
         archive, path = _placed(files)
         index = {wnid: i for i, wnid in enumerate(sorted(listed_synsets(path, archive)))}
         for wnid, member in class_tars(path, archive, OUTER_LIMITS):
+            if wnid not in index:
+                raise MalformedDataError(archive, f"member {member.name!r}",
+                                         f"is not among the synsets listed in {path.name}.synsets beside it: "
+                                         "the file changed since it was listed; delete that list and run again")
             label = f"{archive}:{member.name}"
             data = member.read()
             held = held_out([m.name for m in _photo_members(data, label)])

@@ -165,6 +165,9 @@ def test_the_gzip_stream_lists_its_synsets_once_and_keeps_the_list_beside_it(tmp
     assert RECIPE.class_names(miniature.files)[-1] == ("n09999999", "n09999999")
     kept.write_text("\n".join(["another file 1 2", "n09999999", *lines[2:]]) + "\n")  # a stale list is not
     assert RECIPE.class_names(miniature.files) == [(w, w) for w in SORTED_WNIDS]
+    kept.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # a list that lacks a class the stream holds
+    with pytest.raises(MalformedDataError, match=rf"{WINTER21}.*'n02084071.tar'.*delete that list"):
+        list(RECIPE.records("train", miniature.files))
 
 
 # -- the hold-out ----------------------------------------------------------------------------------
