@@ -10,7 +10,9 @@ one stream, read from its start with one class tar in memory at a time; gunzippi
 (``gunzip -k``, as much disk again) gives the independent inputs back.
 
 The labels are the synsets present: the class index is the position of the WordNet id in
-sorted order, and the class names are the WordNet ids (no words file ships in either tar).
+sorted order, and the class names are the WordNet ids: no words file ships with either release
+(the word lists used with it, e.g. Google's ``imagenet21k_wordnet_lemmas.txt`` for its BiT models,
+are published elsewhere, and nothing the user did not place is downloaded).
 There is no official split: :func:`held_out` states the seeded hold-out this recipe makes.
 """
 
@@ -61,10 +63,10 @@ MANUAL = f"""\
 ImageNet-21k is free for non-commercial research and education, after registration: make an account
 on https://image-net.org, accept its terms of access, and download ONE of these releases (while logged
 in); place it in the directory below under its published name, not unpacked:
-  winter 2021: {WINTER21}, 19,167 synsets (md5 below, as image-net.org's download page gives it);
+  winter 2021: {WINTER21}, {WINTER21_SYNSETS:,} synsets (md5 below, as image-net.org's download page gives it);
       gunzipped once (gunzip -k, as much disk again) it is {WINTER21_PLAIN}, whose classes several
       workers read in parallel (the .gz is one stream: one process reads it, workers only encode);
-  fall 2011: {FALL11}, 21,841 synsets, 14,197,122 images, quoted as 1.31 TB (no checksum published).
+  fall 2011: {FALL11}, {FALL11_SYNSETS:,} synsets, {FALL11_IMAGES:,} images, quoted as 1.31 TB (no checksum published).
 If several are placed, the first listed below is used. A list of synset words is not part of either
 release: the classes are named by their WordNet ids."""
 
@@ -104,7 +106,7 @@ class ImageNet21k(ImageNet):
                    "Resized to 256x256 by default like imagenet; --resize none keeps the published files.")
     sources = (
         _source(WINTER21_PLAIN, None, None,
-                f"none: your own gunzip of {WINTER21}, whose md5 is checked when you place the .gz"),
+                f"none published for your own gunzip of {WINTER21} (its md5 is the .gz's); the first placed is recorded"),
         _source(WINTER21, "https://image-net.org/data/winter21_whole.tar.gz", "ab313ce03179fd803a401b02c651c0a2",
                 "md5: image-net.org's download page, as quoted in github.com/X1AOX1A/Datasets ImageNet/README.md, "
                 "visym/vipy and datadings (ImageNet21k_write.py); size not published"),
