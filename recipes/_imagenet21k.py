@@ -83,8 +83,22 @@ def held_out(names: Sequence[str], count: int = HOLDOUT, seed: str = SEED) -> se
     return set(sorted(names, key=lambda name: (hashlib.sha256(f"{seed}/{name}".encode()).digest(), name))[:keep])
 
 
-RULE = (f"validation holds min({HOLDOUT}, n // 2) photos of each class of n: those with the smallest "
-        f"SHA-256 of '{SEED}/<member name>'; train holds the rest")
+def rule(count: int = HOLDOUT, seed: str = SEED) -> str:
+    """:func:`held_out` in words, for the manifest."""
+    return (f"validation holds min({count}, n // 2) photos of each class of n: those with the smallest SHA-256 "
+            f"of '{seed}/<member name>'; train holds the rest")
+
+
+def hold_out_splits(count: int = HOLDOUT) -> tuple[Split, ...]:
+    """The splits for a hold-out of ``count`` per class, counted on the fall 2011 release."""
+    return (
+        Split("train", FALL11_IMAGES - count * FALL11_SYNSETS,
+              f"about: fall 2011's {FALL11_IMAGES:,} photos less the hold-out; classes in the tar's order, photos in "
+              "their class tar's order"),
+        Split("validation", count * FALL11_SYNSETS,
+              f"at most {count} photos per class (at most half of it), chosen by a seeded hash of their names; "
+              "same order as train"),
+    )
 
 
 def _source(filename: str, url: str | None, md5: str | None, published: str) -> Source:
@@ -113,14 +127,7 @@ class ImageNet21k(ImageNet):
         _source(FALL11, "http://www.image-net.org/archive/stanford/fall11_whole.tar", None,
                 "none published (1.31 TB quoted by Alibaba-MIIL/ImageNet21K processing_instructions.md)"),
     )
-    splits = (
-        Split("train", FALL11_IMAGES - HOLDOUT * FALL11_SYNSETS,
-              "about: fall 2011's 14,197,122 photos less the hold-out; classes in the tar's order, photos in "
-              "their class tar's order"),
-        Split("validation", HOLDOUT * FALL11_SYNSETS,
-              f"at most {HOLDOUT} photos per class (at most half of it), chosen by a seeded hash of their names; "
-              "same order as train"),
-    )
+    splits = hold_out_splits()
     schema = Schema((
         _photos("the published file's bytes (JPEG, with the odd file of another format kept as published); "
                 "decoding or --resize gives RGB"),
@@ -134,8 +141,30 @@ class ImageNet21k(ImageNet):
                 "pages={248--255}, year={2009}, doi={10.1109/CVPR.2009.5206848}}")
     manual_instructions = MANUAL
 
+    holdout = HOLDOUT
+    seed = SEED
+
     def with_variant(self, name: str | None) -> Recipe:
         return RECIPE.with_variant(name)
+
+    def with_arguments(self, arguments: Mapping[str, str]) -> Recipe:
+        """Another hold-out: ``holdout`` photos per class (a whole number) and ``seed`` (any text).
+
+        Not ``parameters``, which mark a recipe of the user's own files: these only change the split.
+        """
+        unknown = sorted(set(arguments) - {"holdout", "seed"})
+        if unknown:
+            raise ValueError(f"imagenet/21k does not take {', '.join(unknown)} (it takes holdout and seed)")
+        if not arguments:
+            return self
+        count = arguments.get("holdout", str(HOLDOUT))
+        if not count.isdigit():
+            raise ValueError(f"imagenet/21k: holdout is a whole number of photos per class, not {count!r}")
+        edition = copy.copy(self)
+        edition.arguments = dict(arguments)
+        edition.holdout, edition.seed = int(count), arguments.get("seed", SEED)
+        edition.splits = hold_out_splits(edition.holdout)
+        return edition
 
     def sources_to_get(self, download_dir: Path) -> tuple[Source, ...]:
         """The release placed (the first of :attr:`sources` there), or all of them for the manual screen."""
@@ -154,7 +183,7 @@ class ImageNet21k(ImageNet):
         parts = []
         for wnid, member in tars:
             label, photos = photos_in_place(archive, member, PHOTO_LIMITS, IN_PLACE)
-            held = held_out([name for name, _ in photos])
+            held = held_out([name for name, _ in photos], self.holdout, self.seed)
             chosen = [(name, extent) for name, extent in photos if (name in held) == (split == "validation")]
             parts.append(Input(wnid, len(chosen), Photos.of(label, chosen, [index[wnid]] * len(chosen))))
         return parts
@@ -175,7 +204,7 @@ class ImageNet21k(ImageNet):
                                          "the file changed since it was listed; delete that list and run again")
             label = f"{archive}:{member.name}"
             data = member.read()
-            held = held_out([m.name for m in _photo_members(data, label)])
+            held = held_out([m.name for m in _photo_members(data, label)], self.holdout, self.seed)
             for photo in _photo_members(data, label):
                 if (photo.name in held) != (split == "validation"):
                     continue
@@ -201,7 +230,7 @@ class ImageNet21k(ImageNet):
         label = ClassLabel("label", names=wnids, dims=(1,),
                            description=f"position of the WordNet id among the {len(wnids):,} synsets of the "
                                        f"{RELEASES[archive]} release ({archive}), sorted; named by the WordNet "
-                                       f"id; {RULE}")
+                                       f"id; {rule(self.holdout, self.seed)}")
         edition = copy.copy(self)
         edition.schema = Schema((self.schema["image"], label))
         return edition

@@ -264,3 +264,28 @@ def test_a_class_tar_that_is_there_twice_is_named(release: str, tmp_path: Path) 
     path.write_bytes(gzip.compress(buffer.getvalue()) if release.endswith(".gz") else buffer.getvalue())
     with pytest.raises(MalformedDataError, match=rf"{release}.*{classes[0][0]}.*there twice"):
         RECIPE.with_files({release: path})
+
+
+def test_the_hold_out_size_and_seed_are_arguments_recorded_in_the_manifest(tmp_path: Path) -> None:
+    miniature = mini(tmp_path / "mini", FALL11)
+    checksums = place(miniature, tmp_path)
+    manifest = prepare(tmp_path, checksums, format="hdf5", arguments={"holdout": "2", "seed": "mine"})
+    classes = read_tar(miniature.files[FALL11].read_bytes())
+    want: dict[str, list[bytes]] = {"train": [], "validation": []}
+    for inner in classes.values():  # the stated rule, computed here: min(2, n // 2) smallest hashes
+        photos = read_tar(inner)
+        ranked = sorted(photos, key=lambda p: hashlib.sha256(f"mine/{p}".encode()).hexdigest())
+        held = set(ranked[:min(2, len(photos) // 2)])
+        for photo, data in photos.items():
+            want["validation" if photo in held else "train"].append(data)
+    assert len(want["validation"]) == 1 + 2 + 2 + 0
+    for split in ("train", "validation"):
+        with thresher.open(tmp_path / "imagenet" / "21k" / "hdf5" / split, decode=False) as ds:
+            assert [ds[i]["image"] for i in range(len(ds))] == want[split]
+    label = next(f for f in manifest.schema.to_json() if f["name"] == "label")
+    assert "min(2, n // 2)" in label["description"] and "'mine/<member name>'" in label["description"]
+    default = prepare(tmp_path, checksums, format="hdf5")
+    assert default.generation != manifest.generation and default.splits["validation"].records == 54
+    for wrong, problem in (({"holdout": "-1"}, "whole number"), ({"source": "x"}, "does not take source")):
+        with pytest.raises(ValueError, match=problem):
+            prepare(tmp_path, checksums, format="hdf5", arguments=wrong)
