@@ -289,3 +289,18 @@ def test_the_hold_out_size_and_seed_are_arguments_recorded_in_the_manifest(tmp_p
     for wrong, problem in (({"holdout": "-1"}, "whole number"), ({"source": "x"}, "does not take source")):
         with pytest.raises(ValueError, match=problem):
             prepare(tmp_path, checksums, format="hdf5", arguments=wrong)
+
+
+@pytest.mark.parametrize("release", [FALL11, WINTER21])
+def test_dask_tasks_write_what_a_local_run_writes_with_the_same_hold_out(release: str, tmp_path: Path) -> None:
+    """Class inputs carry their photos to the tasks; the gzip stream is read in each task, with the arguments."""
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    miniature = mini(tmp_path / "mini", release)
+    arguments = {"holdout": "3", "seed": "dask"}
+    local = prepare(tmp_path / "local", place(miniature, tmp_path / "local"), shard_size=6000, arguments=arguments)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, worker_dashboard_address=None) as cluster:
+        remote = prepare(tmp_path / "dask", place(miniature, tmp_path / "dask"), shard_size=6000,
+                         arguments=arguments, executor="dask", scheduler=cluster.scheduler_address)
+    assert len(remote.splits["train"].shards) >= 3 and remote.splits["validation"].records == 1 + 3 + 3 + 0
+    assert tree_bytes(remote.directory) == tree_bytes(local.directory)
