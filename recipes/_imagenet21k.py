@@ -214,6 +214,7 @@ class ImageNet21k(ImageNet):
                     yield BadRecord(label, f"member {photo.name!r}", problem)
                 else:
                     yield {"image": image, "label": index[wnid], WHERE: f"{label}:{photo.name}"}
+            del data  # before the next class tar is read: one in memory at a time
 
     def stated_counts(self, split: str, files: Mapping[str, Path]) -> list[Count]:
         """Nothing: neither release states its counts outside the photos themselves."""

@@ -304,3 +304,12 @@ def test_dask_tasks_write_what_a_local_run_writes_with_the_same_hold_out(release
                          arguments=arguments, executor="dask", scheduler=cluster.scheduler_address)
     assert len(remote.splits["train"].shards) >= 3 and remote.splits["validation"].records == 1 + 3 + 3 + 0
     assert tree_bytes(remote.directory) == tree_bytes(local.directory)
+
+
+def test_thresher_checksums_reads_the_release_placed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    miniature = mini(tmp_path / "mini", WINTER21_PLAIN)
+    place(miniature, tmp_path)
+    assert main(["checksums", "imagenet/21k", "--root", str(tmp_path)]) == 0
+    digest = hashlib.sha256(miniature.files[WINTER21_PLAIN].read_bytes()).hexdigest()
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"{WINTER21_PLAIN}\t{miniature.files[WINTER21_PLAIN].stat().st_size}\t{digest}"]
