@@ -313,3 +313,19 @@ def test_thresher_checksums_reads_the_release_placed(tmp_path: Path, capsys: pyt
     digest = hashlib.sha256(miniature.files[WINTER21_PLAIN].read_bytes()).hexdigest()
     assert capsys.readouterr().out.splitlines()[1:] == [
         f"{WINTER21_PLAIN}\t{miniature.files[WINTER21_PLAIN].stat().st_size}\t{digest}"]
+
+
+def test_the_cli_resizes_like_imagenet_and_a_rerun_on_the_gzip_stream_does_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checksums = place(mini(tmp_path / "mini", WINTER21), tmp_path)
+    command = ["prepare", "imagenet/21k", "--root", str(tmp_path), "--offline", "--checksums", str(checksums),
+               "--no-progress"]
+    assert main(command) == 0
+    manifest = json.loads((tmp_path / "imagenet" / "21k" / "lmdb" / "manifest.json").read_text())
+    assert manifest["options"]["resize"] == [256, 256] and manifest["channel_order"] == "BGR"
+    assert manifest["codec"] == "datum"
+    with thresher.open(tmp_path / "imagenet" / "21k" / "lmdb" / "validation") as ds:
+        assert ds[0]["image"].shape == (256, 256, 3) and len(ds) == 54
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "already prepared, nothing to do" in capsys.readouterr().out
