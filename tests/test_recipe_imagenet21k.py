@@ -6,7 +6,10 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import signal
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -329,3 +332,35 @@ def test_the_cli_resizes_like_imagenet_and_a_rerun_on_the_gzip_stream_does_nothi
     capsys.readouterr()
     assert main(command) == 0
     assert "already prepared, nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("release", [FALL11, WINTER21])
+@pytest.mark.timeout(120)
+def test_a_killed_run_resumes_to_the_bytes_of_an_uninterrupted_one(release: str, tmp_path: Path) -> None:
+    """The hold-out depends on names only, so a resumed run holds out what the first run would have."""
+    from test_interrupt import ended, start
+
+    checksums = place(mini(tmp_path / "mini", release), tmp_path / "killed")
+    (tmp_path / "whole" / "imagenet").mkdir(parents=True)
+    downloads = tmp_path / "killed" / "imagenet" / "downloads"
+
+    class Run:  # the shape test_interrupt.start expects of a case
+        @staticmethod
+        def arguments(root: Path, downloads: Path, checksums: Path, workers: int) -> list[str]:
+            return ["prepare", "imagenet/21k", "--root", str(root), "--download-dir", str(downloads), "--offline",
+                    "--checksums", str(checksums), "--format", "lmdb", "--shard-size", "6000", "--workers",
+                    str(workers), "--resize", "none", "--no-progress"]
+
+    proc = start(Run, tmp_path / "killed", downloads, checksums, None, delay=0.05)  # type: ignore[arg-type]
+    split = tmp_path / "killed" / "imagenet" / "21k" / "lmdb"
+    deadline = time.monotonic() + 60
+    while len(list(split.glob("gen-*/train/shard-*/data.mdb"))) < 2:  # two shards finished, more to come
+        assert proc.poll() is None, f"the run ended first: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no two shards within 60 s"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    ended(proc, 10, "the killed run")
+    assert not (split / "manifest.json").exists(), "killed before the end"
+    assert main(Run.arguments(tmp_path / "killed", downloads, checksums, 2)) == 0
+    assert main(Run.arguments(tmp_path / "whole", downloads, checksums, 1)) == 0
+    assert tree_bytes(split) == tree_bytes(tmp_path / "whole" / "imagenet" / "21k" / "lmdb")
