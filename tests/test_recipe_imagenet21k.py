@@ -364,3 +364,13 @@ def test_a_killed_run_resumes_to_the_bytes_of_an_uninterrupted_one(release: str,
     assert main(Run.arguments(tmp_path / "killed", downloads, checksums, 2)) == 0
     assert main(Run.arguments(tmp_path / "whole", downloads, checksums, 1)) == 0
     assert tree_bytes(split) == tree_bytes(tmp_path / "whole" / "imagenet" / "21k" / "lmdb")
+
+
+@pytest.mark.parametrize("release", [FALL11, WINTER21])
+def test_a_class_tar_that_is_not_a_plain_tar_is_named(release: str, tmp_path: Path) -> None:
+    miniature = mini(tmp_path / "mini", release)
+    data = miniature.files[release].read_bytes()
+    inner = read_tar(gzip.decompress(data) if release.endswith(".gz") else data)["n01440764.tar"]
+    files = rewritten(miniature, tmp_path, release, {"n01440764.tar": gzip.compress(inner)})
+    with pytest.raises(MalformedDataError, match=rf"{release}:n01440764.tar.*not an uncompressed tar.*gzip"):
+        list(RECIPE.records("validation", files))
