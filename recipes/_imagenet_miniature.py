@@ -134,3 +134,44 @@ def write(directory: Path) -> Miniature:
     (directory / DEVKIT).write_bytes(tar(devkit, mode="w:gz", directories=("ILSVRC2012_devkit_t12", DATA)))
     files = {name: directory / name for name in (TRAIN, VAL, DEVKIT, TEST)}
     return Miniature(files, {"train": train_records, "validation": val_records, "test": test_records})
+
+
+# -- ImageNet-21k: one tar of per-synset tars, under the name of the release it stands for -----------
+
+# Class tars in the outer tar's order (not sorted, so a label taken from tar order shows): WordNet
+# id and photo count. 104 photos show the hold-out's cap, 7 and 3 its half, 1 a class with none held out.
+CLASSES_21K = (("n02084071", 3), ("n00004475", 104), ("n01440764", 7), ("n00005787", 1))
+PNG_21K = "n01440764_8.JPEG"  # a PNG under a .JPEG name, kept as published
+HOLDOUT_21K, SEED_21K = 50, "imagenet21k-holdout-v1"
+
+
+def holdout_21k(names: list[str]) -> set[str]:
+    """The stated rule: the min(50, n // 2) names with the smallest SHA-256 of '<seed>/<name>'."""
+    import hashlib
+
+    ranked = sorted(names, key=lambda name: hashlib.sha256(f"{SEED_21K}/{name}".encode()).hexdigest())
+    return set(ranked[:min(HOLDOUT_21K, len(names) // 2)])
+
+
+def write_21k(directory: Path, filename: str) -> Miniature:
+    """``filename`` (fall11_whole.tar, winter21_whole.tar or winter21_whole.tar.gz) and its records."""
+    import gzip
+
+    label_of = {wnid: i for i, wnid in enumerate(sorted(wnid for wnid, _ in CLASSES_21K))}
+    records: dict[str, list[Record]] = {"train": [], "validation": []}
+    class_tars, seed = {}, 300
+    for wnid, count in CLASSES_21K:
+        images = {}
+        for k in range(count):
+            seed += 1
+            name = f"{wnid}_{7 * k + 8 - k % 3}.JPEG"
+            pixels = photo(seed, (6 + seed % 9, 8 + seed % 5))
+            images[name] = encode(pixels, "PNG") if name == PNG_21K else encode(pixels)
+        held = holdout_21k(list(images))
+        for name, data in images.items():
+            records["validation" if name in held else "train"].append({"image": data, "label": label_of[wnid]})
+        class_tars[f"{wnid}.tar"] = tar(images)
+    data = tar(class_tars)
+    path = directory / filename
+    path.write_bytes(gzip.compress(data, mtime=0) if filename.endswith(".gz") else data)
+    return Miniature({filename: path}, records)

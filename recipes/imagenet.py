@@ -26,8 +26,8 @@ from typing import Any
 from thresher.errors import MalformedDataError
 from thresher.features import ClassLabel, Image, Integer, Schema
 from thresher.published import Contents, Count
-from thresher.recipe import WHERE, BadRecord, Input, Miniature, Recipe, Record, Source, Split
-from thresher.sources.archive import Limits, iter_tar, iter_tar_at, read_tar_members
+from thresher.recipe import WHERE, BadRecord, Input, Miniature, Recipe, Record, Source, Split, Variant
+from thresher.sources.archive import Limits, Member, iter_tar, iter_tar_at, read_tar_members
 from thresher.sources.extent import Extent
 
 TRAIN = "ILSVRC2012_img_train.tar"
@@ -133,6 +133,17 @@ class ImageNet(Recipe):
     channel_order = "BGR"  # photos, as convert_imageset writes them
     default_resize = (256, 256)  # create_imagenet.sh's RESIZE=true; --resize none keeps the published files
     manual_instructions = MANUAL
+    plain_edition = True  # imagenet alone is ILSVRC2012, as before imagenet/21k
+    variants = (Variant("21k", "the whole of ImageNet, fall 2011 or winter 2021 release (whichever you place), "
+                               "with a seeded per-class hold-out for validation"),)
+
+    def with_variant(self, name: str | None) -> Recipe:
+        """ILSVRC2012 for ``imagenet``; ``imagenet/21k`` is a recipe of its own (recipes/_imagenet21k.py)."""
+        if name == "21k":
+            from thresher.recipes._imagenet21k import RECIPE21K
+
+            return RECIPE21K
+        return super().with_variant(name)
 
     # -- the splits as inputs ------------------------------------------------------------------
 
@@ -155,19 +166,11 @@ class ImageNet(Recipe):
     def _class_inputs(self, files: Mapping[str, Path]) -> list[Input]:
         index = {wnid: i for i, wnid in enumerate(_devkit(files).classes.wnids)}
         parts = []
-        for member in iter_tar(files[TRAIN], limits=TRAIN_LIMITS):
-            wnid = member.name[:-len(".tar")]
-            if not (member.name.endswith(".tar") and WNID.fullmatch(wnid)):
-                raise MalformedDataError(TRAIN, f"member {member.name!r}",
-                                         "expected only class tars named <WordNet id>.tar, e.g. n01440764.tar")
+        for wnid, member in class_tars(files[TRAIN], TRAIN, TRAIN_LIMITS):
             if wnid not in index:
                 raise MalformedDataError(TRAIN, f"member {member.name!r}",
                                          f"{wnid} is not one of the leaf synsets of {META}")
-            if member.extent is None:
-                raise MalformedDataError(TRAIN, f"member {member.name!r}",
-                                         "is not readable in place: the published train tar is uncompressed")
-            label = f"{TRAIN}:{member.name}"
-            photos = [(m.name, m.extent) for m in iter_tar_at(member.extent, limits=PHOTO_LIMITS, label=label)]
+            label, photos = photos_in_place(TRAIN, member, PHOTO_LIMITS, "the published train tar is uncompressed")
             parts.append(Input(wnid, len(photos), Photos.of(label, photos, [index[wnid]] * len(photos))))
         return parts
 
@@ -175,11 +178,9 @@ class ImageNet(Recipe):
         photos: Photos = part.where
         for i, name in enumerate(photos.names):
             extent = photos.extent(i)
-            start = extent.read(4)
-            kind = next((k for magic, k in _MAGIC.items() if start.startswith(magic)), None)
-            if kind is None:
-                yield BadRecord(photos.archive, f"member {name!r}",
-                                f"not a JPEG or PNG file (starts with {start.hex(' ') or 'nothing'})")
+            problem = photo_problem(extent.read(4))
+            if problem:
+                yield BadRecord(photos.archive, f"member {name!r}", problem)
                 continue
             record: Record = {"image": extent, WHERE: f"{photos.archive}:{name}"}
             if photos.labels is not None:
@@ -324,6 +325,34 @@ def _validation_labels(devkit: Devkit, count: int) -> list[int | str]:
 
 
 # -- where the photos lie ----------------------------------------------------------------------------
+
+
+def class_tars(path: Path, archive: str, limits: Limits) -> Iterator[tuple[str, Member]]:
+    """The members of a tar of per-synset tars with their WordNet ids; any other member is refused."""
+    for member in iter_tar(path, limits=limits):
+        wnid = member.name[:-len(".tar")]
+        if not (member.name.endswith(".tar") and WNID.fullmatch(wnid)):
+            raise MalformedDataError(archive, f"member {member.name!r}",
+                                     "expected only class tars named <WordNet id>.tar, e.g. n01440764.tar")
+        yield wnid, member
+
+
+def photos_in_place(archive: str, member: Member, limits: Limits, why: str) -> tuple[str, list[tuple[str, Extent]]]:
+    """``(label, [(name, extent)])`` of the class tar ``member``, walked where it lies in the outer tar.
+
+    ``why`` says why the outer tar should be uncompressed, for the error when it is not.
+    """
+    if member.extent is None:
+        raise MalformedDataError(archive, f"member {member.name!r}", f"is not readable in place: {why}")
+    label = f"{archive}:{member.name}"
+    return label, [(m.name, m.extent) for m in iter_tar_at(member.extent, limits=limits, label=label)]
+
+
+def photo_problem(start: bytes) -> str:
+    """Why a member starting with ``start`` (its first 4 bytes) is not a photo, or "" for a JPEG or PNG."""
+    if any(start.startswith(magic) for magic in _MAGIC):
+        return ""
+    return f"not a JPEG or PNG file (starts with {start.hex(' ') or 'nothing'})"
 
 
 def _flat_members(path: Path, archive: str) -> list[tuple[str, Extent]]:

@@ -27,10 +27,9 @@ def download(
     """
     if not recipe.sources:
         return {}
-    sources = tuple(source.as_placed(Path(download_dir)) for source in recipe.sources)
     try:
         return fetch_sources(
-            recipe.name, sources, download_dir, mirror=mirror, offline=offline,
+            recipe.name, recipe.sources_to_get(Path(download_dir)), download_dir, mirror=mirror, offline=offline,
             checksums_file=checksums, progress=progress, update_checksums=update_checksums,
         )
     except ManualDownloadRequired as exc:

@@ -365,7 +365,7 @@ def cmd_checksums(args: argparse.Namespace) -> int:
     recipe = _resolve(args, usable=False)
     directory = _downloads(args)
     check_directory(directory, "--download-dir" if args.download_dir else "--root", writable=args.update)
-    filenames = [s.as_placed(directory).filename for s in recipe.sources]  # the form placed, if it has two
+    filenames = [s.filename for s in recipe.sources_to_get(directory)]
     if args.update:
         rows = accept_current_files(directory, filenames)
         print(f"thresher: recorded these as the trusted checksums in {directory / 'checksums.tsv'}",

@@ -281,6 +281,15 @@ class Recipe:
         """``ROOT/NAME/downloads``: every edition of a recipe keeps its files there, so shared ones download once."""
         return Path(root) / self.name / "downloads"
 
+    def sources_to_get(self, download_dir: Path) -> tuple[Source, ...]:
+        """The sources a run needs: all of them, each in the form placed (:meth:`Source.as_placed`).
+
+        A recipe whose sources are alternatives (ImageNet-21k's releases) returns the one the
+        user placed in ``download_dir``, or all of them when none is there, so the manual screen
+        names each.
+        """
+        return tuple(source.as_placed(download_dir) for source in self.sources)
+
     def with_variant(self, name: str | None) -> Recipe:
         """This recipe as variant ``name`` (NAME alone for ``None``: see ``default_variant``)."""
         if not self.variants:
