@@ -334,6 +334,20 @@ def test_the_cli_resizes_like_imagenet_and_a_rerun_on_the_gzip_stream_does_nothi
     assert "already prepared, nothing to do" in capsys.readouterr().out
 
 
+def test_the_cli_takes_the_hold_out_size_and_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checksums = place(mini(tmp_path / "mini", FALL11), tmp_path)
+    command = ["prepare", "imagenet/21k", "--root", str(tmp_path), "--offline", "--checksums", str(checksums),
+               "--no-progress", "--format", "hdf5"]
+    assert main([*command, "--holdout", "2", "--seed", "mine"]) == 0
+    manifest = json.loads((tmp_path / "imagenet" / "21k" / "hdf5" / "manifest.json").read_text())
+    label = next(f for f in manifest["schema"] if f["name"] == "label")
+    assert "min(2, n // 2)" in label["description"] and "'mine/<member name>'" in label["description"]
+    assert manifest["splits"]["validation"]["records"] == 1 + 2 + 2 + 0
+    capsys.readouterr()
+    assert main(["prepare", "images", "--source", str(tmp_path), "--holdout", "2", "--root", str(tmp_path)]) != 0
+    assert "images does not take holdout" in capsys.readouterr().err  # one line, not a traceback
+
+
 @pytest.mark.parametrize("release", [FALL11, WINTER21])
 @pytest.mark.timeout(120)
 def test_a_killed_run_resumes_to_the_bytes_of_an_uninterrupted_one(release: str, tmp_path: Path) -> None:

@@ -149,11 +149,15 @@ def _own_files_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split-name", help="the split's name (default: the list file's name, else train)")
     g.add_argument("--name", dest="output_name",
                    help="the output's name under ROOT/images/ (default: the folder's name, then '-' and the list's)")
+    g = p.add_argument_group("a recipe's hold-out (imagenet/21k, which has no published split)")
+    g.add_argument("--holdout", metavar="N", help="photos held out of each class for validation (default 50)")
+    g.add_argument("--seed", metavar="TEXT", help="the seed of the hold-out's hash of member names")
 
 
 def _recipe_arguments(args: argparse.Namespace) -> dict[str, str]:
-    """The ``--source/--list/--split-name/--name`` given, as the arguments a recipe receives."""
-    given = {"source": args.source, "list": args.list, "split_name": args.split_name, "name": args.output_name}
+    """The ``--source/--list/--split-name/--name/--holdout/--seed`` given, as the arguments a recipe receives."""
+    given = {"source": args.source, "list": args.list, "split_name": args.split_name, "name": args.output_name,
+             "holdout": args.holdout, "seed": args.seed}
     return {key: value for key, value in given.items() if value is not None}
 
 
