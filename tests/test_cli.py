@@ -63,6 +63,8 @@ def test_info_shows_everything_a_user_needs(name: str) -> None:
             assert source.sha256 in out
         else:
             assert "none published" in out
+        if source.alternative:  # the other published form a user may have instead (places205's .tar.gz)
+            assert f"or, in its place, {source.alternative}" in out
 
 
 def test_unknown_recipe_is_a_one_line_error() -> None:

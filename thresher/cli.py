@@ -274,6 +274,8 @@ def info_text(recipe: Recipe) -> str:
         lines.append(f"    checksums from: {s.checksum_source}")
         for url in s.urls:
             lines.append(f"    {url}")
+        if s.alternative:
+            lines.append(f"    or, in its place, {s.alternative} (another published form; used when only it is placed)")
     citation = "\n".join(textwrap.fill(entry, 100, subsequent_indent="    ", break_on_hyphens=False) for entry in recipe.citation.splitlines())
     lines += ["", "citation:", citation or "  (none given by the publisher)"]
     return "\n".join(lines)
