@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import thresher
+from benchmarks.ceiling import CEILING_PHOTOS, ceiling_row, pillow_loop, tar_members
 from benchmarks.common import MB, Table, Target, number, rate, shard_hashes, timed
 from benchmarks.inputs import Inputs, Workspace
 
@@ -41,12 +42,14 @@ def run(ws: Workspace, quick: bool) -> Table:
             distributed.Client(cluster.scheduler_address) as client:
         client.run(_warm_up)  # imports, so that what is read below is the conversion's
         flowers = ws.flowers()
-        _layout(table, ws, client, cluster.scheduler_address, "Flowers-style", flowers, ws.downloads(flowers),
-                "102flowers.tgz", local_pair=False)
+        speedups = _layout(table, ws, client, cluster.scheduler_address, "Flowers-style", flowers,
+                           ws.downloads(flowers), "102flowers.tgz", local_pair=False)
         imagenet = ws.imagenet()
-        _layout(table, ws, client, cluster.scheduler_address, "ImageNet-style", imagenet, imagenet.mirror,
-                "ILSVRC2012_img_train.tar", local_pair=True, splits=["train"])
+        speedups |= _layout(table, ws, client, cluster.scheduler_address, "ImageNet-style", imagenet, imagenet.mirror,
+                            "ILSVRC2012_img_train.tar", local_pair=True, splits=["train"])
         ws.discard(imagenet)
+    jpegs = tar_members(flowers.files["102flowers.tgz"])[:CEILING_PHOTOS]
+    ceiling_row(table, "two bare Pillow loops at once, in 2 processes", lambda: pillow_loop(jpegs), speedups)
     table.notes += [
         f"`prepare(NAME, format='lmdb', options=ConvertOptions(resize=(256, 256), image_encoding='jpeg'), "
         f"shard_size={SHARD_SIZE >> 20} MiB)`, sources already in `download_dir`: `workers=1`, `workers=2` and "
@@ -63,7 +66,9 @@ def run(ws: Workspace, quick: bool) -> Table:
 
 
 def _layout(table: Table, ws: Workspace, client: Any, scheduler: str, label: str, inputs: Inputs,
-            downloads: Path, tar_name: str, *, local_pair: bool, splits: list[str] | None = None) -> None:
+            downloads: Path, tar_name: str, *, local_pair: bool, splits: list[str] | None = None
+            ) -> dict[str, float]:
+    """The rows of one layout; returns its 2-process speed-ups by name, to set beside the machine's ceiling."""
     photos = sum(inputs.records[s] for s in splits) if splits else inputs.total_records
     tar_bytes = inputs.files[tar_name].stat().st_size
     common = {"format": "lmdb", "options": OPTIONS, "shard_size": SHARD_SIZE, "download_dir": downloads,
@@ -77,12 +82,14 @@ def _layout(table: Table, ws: Workspace, client: Any, scheduler: str, label: str
         return timed(lambda: thresher.prepare(inputs.recipe, root=roots[-1], workers=workers, **common))
 
     one, local_manifest = local(1)
+    speedups = {}
     table.add(f"{label}: one local worker, {photos:,} photos ({tar_bytes / MB:,.0f} MB)",
               f"{one:.1f} s · {rate(photos, one, 'img')}", "—", None, "—")
     if local_pair:
         two, two_manifest = local(2)
         table.add(f"{label}: 2 local workers", f"{two:.1f} s · {rate(photos, two, 'img')}",
                   f"one worker: {one:.1f} s", one / two, f"{number(one / two)}× speed-up", LOCAL)
+        speedups[f"{label} local"] = one / two
         _identical(table, f"{label}: 2 local workers' output identical to one's", local_manifest, two_manifest)
     before, source_before = client.run(_bytes_read), client.run(_source_bytes_read)
     roots.append(ws.fresh(f"{inputs.recipe}-dask"))
@@ -96,6 +103,7 @@ def _layout(table: Table, ws: Workspace, client: Any, scheduler: str, label: str
     table.add(f"{label}: Dask, 2 worker processes, {shards} shard tasks",
               f"{seconds:.1f} s · {rate(photos, seconds, 'img')}", f"one local worker: {one:.1f} s",
               one / seconds, f"{number(one / seconds)}× speed-up", DASK)
+    speedups[f"{label} Dask"] = one / seconds
     table.add(f"{label}: source bytes read by all tasks", f"{source_read / MB:,.1f} MB",
               f"input: {tar_bytes / MB:,.1f} MB", source_read / tar_bytes, f"{source_read / tar_bytes:.2f}× the input",
               READ)
@@ -105,6 +113,7 @@ def _layout(table: Table, ws: Workspace, client: Any, scheduler: str, label: str
     _identical(table, f"{label}: Dask output identical to the local run's", local_manifest, remote)
     for root in roots:
         shutil.rmtree(root, ignore_errors=True)
+    return speedups
 
 
 def _identical(table: Table, name: str, a: Any, b: Any) -> None:

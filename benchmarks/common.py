@@ -166,36 +166,3 @@ def shard_hashes(manifest: Any) -> list[tuple[str, str]]:
     return [(f.path, f.sha256) for split in sorted(manifest.splits)
             for shard in manifest.splits[split].shards for f in shard.files]
 
-
-_CEILING_WORK: Callable[[], Any] | None = None  # what the forked processes of parallel_ceiling run
-
-
-def _timed_ceiling_work() -> float:
-    assert _CEILING_WORK is not None
-    return timed(_CEILING_WORK)[0]
-
-
-def parallel_ceiling(work: Callable[[], Any], *, repeats: int = 3) -> tuple[float, float]:
-    """Best seconds of ``work()`` alone in a process, and of two copies at once in two processes.
-
-    Two copies of a bare loop finish in ``two`` where one takes ``one``: ``2 * one / two`` is the
-    most any 2-worker speed-up can reach on this machine (the cores share caches, memory and,
-    in a VM, the host's scheduling), the ceiling beside which a conversion's speed-up is read.
-    Runs alternate, so a disturbance of the machine hits both sides.
-    """
-    global _CEILING_WORK
-    import multiprocessing
-
-    _CEILING_WORK = work
-    try:
-        with multiprocessing.get_context("fork").Pool(2) as pool:  # forked: the work and its data are inherited
-            one = two = float("inf")
-            for _ in range(max(1, repeats)):
-                one = min(one, pool.apply(_timed_ceiling_work))
-                start = time.perf_counter()  # timed here: the pair's wall time, whichever process ran what
-                for pending in [pool.apply_async(_timed_ceiling_work) for _ in range(2)]:
-                    pending.get()
-                two = min(two, time.perf_counter() - start)
-    finally:
-        _CEILING_WORK = None
-    return one, two

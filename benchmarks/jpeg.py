@@ -8,22 +8,18 @@ Target (issue): speed-up ≥ 1.8× with ``workers=2``; output byte-identical (a 
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 import thresher
+from benchmarks.ceiling import CEILING_PHOTOS, ceiling_row, opencv_loop, pillow_loop, tar_members
 from benchmarks.common import (
     MB,
     Table,
     Target,
     machine_busy_seconds,
     number,
-    parallel_ceiling,
     rate,
     shard_hashes,
     timed,
@@ -68,9 +64,9 @@ def run(ws: Workspace, quick: bool) -> Table:
               f"{one:.1f} s · {rate(photos, one, 'img')}", "—", None, "—")
     table.add(f"workers=2, {photos:,} photos (runs: {_listed(times[2])})", f"{two:.1f} s · {rate(photos, two, 'img')}",
               f"workers=1: {one:.1f} s", one / two, f"{number(one / two)}× speed-up", TARGET)
-    jpegs = _tar_members(inputs.files["102flowers.tgz"])
-    _ceiling_row(table, "two bare Pillow loops at once, in 2 processes", lambda: _pillow_loop(jpegs[:CEILING_PHOTOS]),
-                 one / two)
+    jpegs = tar_members(inputs.files["102flowers.tgz"])
+    ceiling_row(table, "two bare Pillow loops at once, in 2 processes", lambda: pillow_loop(jpegs[:CEILING_PHOTOS]),
+                {"thresher's workers=2": one / two})
     hashes_one, hashes_two = shard_hashes(manifest_one), shard_hashes(manifest_two)
     identical = hashes_one == hashes_two
     row = table.add("output identical for workers=1 and 2", f"{len(hashes_one)} shard files, sha256 "
@@ -120,34 +116,6 @@ OPENCV = thresher.ConvertOptions(resize=(256, 256), image_encoding="jpeg", resam
 OPENCV_FLOOR = Target(1.0, at_least=True)
 
 
-CEILING_PHOTOS = 1_000  # per bare loop: a few seconds, repeated
-
-
-def _ceiling_row(table: Table, name: str, loop: Any, speedup: float) -> None:
-    """The machine's own limit on a 2-worker speed-up, from a bare loop, beside thresher's."""
-    one, two = parallel_ceiling(loop)
-    ceiling = 2 * one / two
-    table.add(f"{name} (the machine's ceiling for 2 workers)", f"{two:.2f} s for twice the photos",
-              f"one loop: {one:.2f} s", ceiling, f"{number(ceiling)}× speed-up (thresher's is "
-              f"{speedup / ceiling:.0%} of it)", None)
-
-
-def _pillow_loop(jpegs: list[bytes]) -> None:
-    """What the Pillow path does to a photo, bare: decode, RGB, bilinear 256×256, JPEG q95."""
-    for data in jpegs:
-        with Image.open(io.BytesIO(data)) as img:
-            img.convert("RGB").resize((256, 256), Image.Resampling.BILINEAR).save(io.BytesIO(), "JPEG", quality=95)
-
-
-def _opencv_loop(jpegs: list[bytes]) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-    for data in jpegs:
-        cv2.imencode(".jpg", cv2.resize(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), (256, 256),
-                                        interpolation=cv2.INTER_LINEAR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-
-
 def _opencv_rows(table: Table, ws: Workspace, inputs: Any, downloads: Any, jpegs: list[bytes]) -> None:
     """``--resampler opencv``: one worker against a plain OpenCV loop over the same JPEGs, and 2 workers against 1."""
     try:
@@ -155,7 +123,7 @@ def _opencv_rows(table: Table, ws: Workspace, inputs: Any, downloads: Any, jpegs
     except ImportError:
         table.notes.append("OpenCV rows skipped: the opencv extra is not installed.")
         return
-    loop, _ = timed(lambda: _opencv_loop(jpegs))
+    loop, _ = timed(lambda: opencv_loop(jpegs))
     seconds = {}
     for workers in (1, 2):
         root = ws.fresh(f"flowers-opencv-{workers}")
@@ -172,12 +140,7 @@ def _opencv_rows(table: Table, ws: Workspace, inputs: Any, downloads: Any, jpegs
     table.add("--resampler opencv, workers=2", f"{seconds[2]:.1f} s · {rate(photos, seconds[2], 'img')}",
               f"workers=1: {seconds[1]:.1f} s", seconds[1] / seconds[2], f"{number(seconds[1] / seconds[2])}× speed-up",
               TARGET)
-    _ceiling_row(table, "two bare OpenCV loops at once, in 2 processes", lambda: _opencv_loop(jpegs[:CEILING_PHOTOS]),
-                 seconds[1] / seconds[2])
+    ceiling_row(table, "two bare OpenCV loops at once, in 2 processes", lambda: opencv_loop(jpegs[:CEILING_PHOTOS]),
+                {"thresher's workers=2": seconds[1] / seconds[2]})
 
 
-def _tar_members(path: Any) -> list[bytes]:
-    import tarfile
-
-    with tarfile.open(path) as tar:
-        return [tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()]  # type: ignore[union-attr]
