@@ -145,7 +145,11 @@ class Member:
 
     def with_bytes(self, data: bytes) -> Member:
         """A member of the same name and archive whose bytes are ``data`` (read or kept earlier)."""
-        return Member(self.name, len(data), lambda: io.BytesIO(data), self._source, self._max_read)
+        return self.with_opener(lambda: io.BytesIO(data), len(data))
+
+    def with_opener(self, opener: Callable[[], BinaryIO], size: int) -> Member:
+        """A member of the same name and archive whose ``size`` bytes ``opener`` gives (kept elsewhere)."""
+        return Member(self.name, size, opener, self._source, self._max_read)
 
     @classmethod
     def from_bytes(cls, name: str, data: bytes) -> Member:

@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from thresher.errors import MalformedDataError
@@ -29,6 +30,7 @@ from thresher.sources.archive import (
     sniff_compression,
     take_kept,
 )
+from thresher.sources.held import MEMORY_BUDGET, HeldMembers
 from thresher.sources.ziparchive import iter_zip
 
 __all__ = ["Listing", "iter_archive", "iter_nested", "members_in_order"]
@@ -79,20 +81,23 @@ def members_in_order(
     label: str | None = None,
     allow_missing: bool = False,
     keep_for_later: Collection[str] = (),
+    memory_budget: int = MEMORY_BUDGET,
 ) -> Iterator[Member | None]:
     """Yield the ``wanted`` members in the order listed, from one walk over the archive.
 
     A member due when the walk reaches it is yielded live (stream it before asking for the
     next); one met earlier is held until its turn, by its extent when it has one (an
-    uncompressed tar or a stored zip member: only a few numbers), else its bytes. A name
-    listed twice is yielded twice. A listed member the archive lacks raises
+    uncompressed tar or a stored zip member: only a few numbers), else its bytes: in memory up
+    to ``memory_budget``, past it in a temporary file beside the archive. A name listed twice is yielded twice. A listed member the archive lacks raises
     :class:`MalformedDataError` naming archive and member, or with ``allow_missing`` yields
     None in its place. ``keep_for_later`` members met on the way are held for a later call
     in the same ``prepare`` (see :func:`keep_for_this_prepare`), which then need not walk.
     """
     label = label or (str(source) if not hasattr(source, "read") else "<stream>")
     identity = file_identity(source)
-    join = _Join(label, allow_missing) if isinstance(wanted, Listing) else _Join(label, allow_missing, wanted)
+    held = HeldMembers(label, None if hasattr(source, "read") else Path(source).parent, memory_budget)  # type: ignore[arg-type]
+    join = _Join(label, allow_missing, held) if isinstance(wanted, Listing) else \
+        _Join(label, allow_missing, held, wanted)
     if join.wanted is not None and identity is not None:
         for name in set(join.wanted):
             data = take_kept((*identity, name))
@@ -133,8 +138,9 @@ def file_identity(source: ArchiveSource) -> tuple[Any, ...] | None:
 class _Join:
     """The state of one in-order walk: what is due next, what is held, how often each is still wanted."""
 
-    def __init__(self, label: str, allow_missing: bool, wanted: Sequence[str] | None = None) -> None:
-        self.label, self.allow_missing = label, allow_missing
+    def __init__(self, label: str, allow_missing: bool, store: HeldMembers, wanted: Sequence[str] | None = None
+                 ) -> None:
+        self.label, self.allow_missing, self.store = label, allow_missing, store
         self.held: dict[str, Member] = {}
         self.lists: dict[str, bytes] = {}  # a Listing's members, until the order is known
         self.wanted: list[str] | None = None
@@ -146,7 +152,9 @@ class _Join:
     def plan(self, wanted: Sequence[str]) -> None:
         self.wanted = list(wanted)
         self.uses = Counter(self.wanted)
-        self.held = {name: member for name, member in self.held.items() if name in self.uses}
+        for name in [name for name in self.held if name not in self.uses]:
+            self.store.dropped(name)
+            del self.held[name]
 
     def finished(self) -> bool:
         return self.wanted is not None and self.position == len(self.wanted)
@@ -160,7 +168,7 @@ class _Join:
                     self.plan(wanted.order(self.lists))
                     yield from self.ready()
             elif wanted.maybe(member.name) and member.name not in self.held:
-                self.held[member.name] = member.kept()
+                self.held[member.name] = self.store.keep(member)
             return
         name = member.name
         if not self.uses.get(name) or name in self.held:
@@ -170,7 +178,7 @@ class _Join:
             self.position += 1
             yield member
         else:
-            self.held[name] = member.kept()
+            self.held[name] = self.store.keep(member)
         yield from self.ready()
 
     def ready(self) -> Iterator[Member]:
@@ -180,7 +188,11 @@ class _Join:
             name = self.wanted[self.position]
             self.uses[name] -= 1
             self.position += 1
-            yield self.held[name] if self.uses[name] else self.held.pop(name)
+            if self.uses[name]:
+                yield self.held[name]
+            else:
+                self.store.dropped(name)
+                yield self.held.pop(name)
 
     def rest(self) -> Iterator[Member | None]:
         """After the walk: what is still held, and the missing ones."""
