@@ -24,7 +24,6 @@ import functools
 import hashlib
 import io
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from thresher.atomic import write_bytes_atomic
@@ -35,12 +34,12 @@ from thresher.recipe import WHERE, BadRecord, Input, Miniature, Recipe, Record, 
 from thresher.recipes.imagenet import (
     IMAGE_BYTES,
     RECIPE,
+    ClassTar,
     ImageNet,
     class_tars,
     photo_problem,
 )
-from thresher.sources.archive import Limits, Member, describe_head, iter_tar, iter_tar_at, sniff_compression
-from thresher.sources.extent import Extent
+from thresher.sources.archive import Limits, Member, describe_head, iter_tar, sniff_compression
 
 VARIANT = "21k"
 FALL11 = "fall11_whole.tar"
@@ -188,9 +187,7 @@ class ImageNet21k(ImageNet):
         index = _class_index([wnid for wnid, _ in tars], archive)
         parts = []
         for wnid, member in tars:
-            if member.extent is None:
-                raise MalformedDataError(archive, f"member {member.name!r}", f"is not readable in place: {IN_PLACE}")
-            where = ClassTar(f"{archive}:{member.name}", member.extent, index[wnid])
+            where = ClassTar.at(archive, member, index[wnid], IN_PLACE)
             train, validation = _split_counts(where, self.holdout, self.seed)
             parts.append(Input(wnid, validation if split == "validation" else train, where))
         return parts
@@ -198,17 +195,9 @@ class ImageNet21k(ImageNet):
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
         """The photos of one class tar that ``split`` holds, in the tar's order, read where they lie."""
         where: ClassTar = part.where
-        photos = [(m.name, m.extent) for m in iter_tar_at(where.extent, limits=PHOTO_LIMITS, label=where.label)]
+        photos = where.photos(PHOTO_LIMITS)
         held = held_out([name for name, _ in photos], self.holdout, self.seed)
-        for name, extent in photos:
-            if (name in held) != (split == "validation"):
-                continue
-            assert extent is not None  # a member of a tar on disk that is not compressed
-            problem = photo_problem(extent.read(4))
-            if problem:
-                yield BadRecord(where.label, f"member {name!r}", problem)
-            else:
-                yield {"image": extent, WHERE: f"{where.label}:{name}", "label": where.index}
+        yield from where.records([(name, extent) for name, extent in photos if (name in held) == (split == "validation")])
 
     def records(self, split: str, files: Mapping[str, Path]) -> Iterator[Record | BadRecord]:
         """A plain tar: its inputs one after another. The gzip stream: one class tar in memory at a time."""
@@ -272,19 +261,10 @@ class ImageNet21k(ImageNet):
 # -- the class tars of a plain tar ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ClassTar:
-    """One input: where a class tar lies in the placed tar, and its class index (small, picklable)."""
-
-    label: str  # e.g. "fall11_whole.tar:n01440764.tar", for errors and record places
-    extent: Extent
-    index: int
-
-
 @functools.lru_cache(maxsize=1 << 16)  # keyed by the class tar's extent, which names the file's identity
 def _split_counts(where: ClassTar, holdout: int, seed: str) -> tuple[int, int]:
     """``(train, validation)`` photos of a class tar, from one walk of its headers shared by both splits."""
-    names = [m.name for m in iter_tar_at(where.extent, limits=PHOTO_LIMITS, label=where.label)]
+    names = [name for name, _ in where.photos(PHOTO_LIMITS)]
     held = held_out(names, holdout, seed)
     validation = sum(1 for name in names if name in held)
     return len(names) - validation, validation

@@ -164,17 +164,25 @@ class ImageNet(Recipe):
         ]
 
     def _class_inputs(self, files: Mapping[str, Path]) -> list[Input]:
+        """One input per class tar: where it lies and how many photos it holds, not the photos themselves.
+
+        The worker that reads a class walks its headers again (cheap beside decoding), so the
+        lister holds a few numbers per class rather than 1.3 million names and extents.
+        """
         index = {wnid: i for i, wnid in enumerate(_devkit(files).classes.wnids)}
         parts = []
         for wnid, member in class_tars(files[TRAIN], TRAIN, TRAIN_LIMITS):
             if wnid not in index:
                 raise MalformedDataError(TRAIN, f"member {member.name!r}",
                                          f"{wnid} is not one of the leaf synsets of {META}")
-            label, photos = photos_in_place(TRAIN, member, PHOTO_LIMITS, "the published train tar is uncompressed")
-            parts.append(Input(wnid, len(photos), Photos.of(label, photos, [index[wnid]] * len(photos))))
+            where = ClassTar.at(TRAIN, member, index[wnid], "the published train tar is uncompressed")
+            parts.append(Input(wnid, len(where.photos(PHOTO_LIMITS)), where))
         return parts
 
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
+        if isinstance(part.where, ClassTar):
+            yield from part.where.records(part.where.photos(PHOTO_LIMITS))
+            return
         photos: Photos = part.where
         for i, name in enumerate(photos.names):
             extent = photos.extent(i)
@@ -337,15 +345,33 @@ def class_tars(path: Path, archive: str, limits: Limits) -> Iterator[tuple[str, 
         yield wnid, member
 
 
-def photos_in_place(archive: str, member: Member, limits: Limits, why: str) -> tuple[str, list[tuple[str, Extent]]]:
-    """``(label, [(name, extent)])`` of the class tar ``member``, walked where it lies in the outer tar.
+@dataclass(frozen=True)
+class ClassTar:
+    """An input that is one class tar: where it lies in the outer tar and its class index (small, picklable)."""
 
-    ``why`` says why the outer tar should be uncompressed, for the error when it is not.
-    """
-    if member.extent is None:
-        raise MalformedDataError(archive, f"member {member.name!r}", f"is not readable in place: {why}")
-    label = f"{archive}:{member.name}"
-    return label, [(m.name, m.extent) for m in iter_tar_at(member.extent, limits=limits, label=label)]
+    label: str  # e.g. "ILSVRC2012_img_train.tar:n01440764.tar", for errors and record places
+    extent: Extent
+    index: int
+
+    @classmethod
+    def at(cls, archive: str, member: Member, index: int, why: str) -> ClassTar:
+        """The class tar ``member`` of ``archive``; ``why`` says why the outer tar must be uncompressed."""
+        if member.extent is None:
+            raise MalformedDataError(archive, f"member {member.name!r}", f"is not readable in place: {why}")
+        return cls(f"{archive}:{member.name}", member.extent, index)
+
+    def photos(self, limits: Limits) -> list[tuple[str, Extent]]:
+        """``(name, extent)`` of each member, from a walk of the class tar's headers where it lies."""
+        return [(m.name, m.extent) for m in iter_tar_at(self.extent, limits=limits, label=self.label)]  # type: ignore[misc]
+
+    def records(self, photos: Sequence[tuple[str, Extent]]) -> Iterator[Record | BadRecord]:
+        """``photos`` of this class as records, read where they lie; a member that is no photo is named."""
+        for name, extent in photos:
+            problem = photo_problem(extent.read(4))
+            if problem:
+                yield BadRecord(self.label, f"member {name!r}", problem)
+            else:
+                yield {"image": extent, WHERE: f"{self.label}:{name}", "label": self.index}
 
 
 def photo_problem(start: bytes) -> str:
