@@ -26,14 +26,16 @@ class HeldMembers:
     def __init__(self, label: str, directory: Path | None, budget: int = MEMORY_BUDGET) -> None:
         self.label, self.directory, self.budget = label, directory, budget
         self.in_memory: dict[str, int] = {}  # name -> bytes held in memory
+        self.memory_used = 0
         self.spill: _SpillFile | None = None
 
     def keep(self, member: Member) -> Member:
         if member.extent is not None:  # an uncompressed archive on disk: only where it lies is kept
             return member.kept()
-        if sum(self.in_memory.values()) + member.size <= self.budget:
+        if self.memory_used + member.size <= self.budget:
             kept = member.kept()
             self.in_memory[member.name] = kept.size
+            self.memory_used += kept.size
             return kept
         if self.spill is None:
             self.spill = _SpillFile(self.label, self.directory)
@@ -41,7 +43,7 @@ class HeldMembers:
 
     def dropped(self, name: str) -> None:
         """A held member was handed out for the last time: its memory no longer counts."""
-        self.in_memory.pop(name, None)
+        self.memory_used -= self.in_memory.pop(name, 0)
 
 
 class _SpillFile:
