@@ -51,7 +51,10 @@ class _SpillFile:
 
     def __init__(self, label: str, directory: Path | None) -> None:
         self.label = label
-        self.file = tempfile.TemporaryFile(dir=directory, prefix=".thresher-held-")  # noqa: SIM115
+        try:  # beside the archive: the disk that holds it likely has the room
+            self.file = tempfile.TemporaryFile(dir=directory, prefix=".thresher-held-")  # noqa: SIM115
+        except OSError:  # a read-only download directory: the system's temporary directory then
+            self.file = tempfile.TemporaryFile(prefix=".thresher-held-")  # noqa: SIM115
         self.end = 0
 
     def store(self, member: Member) -> Member:
