@@ -111,8 +111,8 @@ class Places205(Recipe):
         """The images in list order: from :meth:`inputs` for the plain tar, else from one pass here.
 
         A compressed tar (the published ``.tar.gz``) is one stream, so the split is a single
-        input. An image the pass meets before its turn in the list is held in memory until then:
-        as many as the list's order departs from the tar's; the plain tar holds none.
+        input. An image the pass meets before its turn in the list is held until then (in memory
+        up to a bound, past it in a temporary file beside the tar); the plain tar holds none.
         """
         images = _images(files)
         if _plain_tar(images):
