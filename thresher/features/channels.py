@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from thresher.lazy import np
 
@@ -23,14 +24,15 @@ def swapped_order(channels: int) -> list[int]:
     return [2, 1, 0, *range(3, channels)] if channels >= 3 else list(range(channels))
 
 
-def interleave(planar: np.ndarray, order: Sequence[int]) -> np.ndarray:
+def interleave(planar: np.ndarray, order: Sequence[int], dtype: Any = None) -> np.ndarray:
     """(N, C, H, W) -> a new (N, H, W, C) whose channel i is ``planar``'s channel ``order[i]``.
 
     Copied one channel at a time: numpy's copy of the whole transposed view moves one byte
-    per step with the channel axis innermost, which is several times slower.
+    per step with the channel axis innermost, which is several times slower. A ``dtype`` other
+    than the input's is cast to in the same copy (unchecked, like ``astype``).
     """
     n, c, h, w = planar.shape
-    out = np.empty((n, h, w, c), dtype=planar.dtype)
+    out = np.empty((n, h, w, c), dtype=planar.dtype if dtype is None else dtype)
     for i, source in enumerate(order):
         out[..., i] = planar[:, source]
     return out
