@@ -81,7 +81,7 @@ class Dataset:
         self._length = entry.records
         self._codec = get_codec(manifest.codec) if manifest.codec else None
         self._encoded = [f for f in self.schema if f.needs_decoding]
-        self._fixed: dict[int, FixedRecords | None] = {}  # per checked shard: direct reads, where its values allow
+        self._fixed: dict[int, FixedRecords | None] = {}  # per shard read record by record: direct reads, if any
         self._set_layout()
 
     def _set_layout(self) -> None:
@@ -121,7 +121,11 @@ class Dataset:
             local = index - int(self._starts[shard_no])
         if shard_no not in self._checked or self._checked_pid != current_pid():
             self.shard(shard_no)
-        fixed = self._fixed[shard_no]
+        try:
+            fixed = self._fixed[shard_no]
+        except KeyError:  # the first record read alone from this shard: check its values for direct reads
+            shard = self.shards[shard_no]
+            fixed = self._fixed[shard_no] = shard.fixed_records(self._layout) if self._layout is not None else None
         if fixed is not None:
             record = fixed.record(local)
             if record is not None:
@@ -157,7 +161,6 @@ class Dataset:
         except (ThresherError, OSError) as exc:
             self._raise_if_replaced(exc)
             raise
-        self._fixed[shard_no] = shard.fixed_records(self._layout) if self._layout is not None else None
         self._checked.add(shard_no)
         return shard
 
