@@ -220,9 +220,7 @@ class Hdf5Reader(ShardReader):
     def _open(self) -> None:
         self.map = map_file(self.path, expected_size(self.expected_sizes, self.path.name))
         with read_errors(self.path, "cannot read as a thresher HDF5 shard"):
-            # No chunk cache: whole chunks of a batch are read straight into its array, not copied
-            # through the cache, and a row read alone reads that row's bytes, not its whole chunk.
-            self.file = h5py.File(self.path, "r", rdcc_nbytes=0)
+            self.file = h5py.File(self.path, "r")
             try:
                 self._index()
             except BaseException:
