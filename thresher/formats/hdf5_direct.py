@@ -23,6 +23,7 @@ class DirectRows:
 
     def __init__(self, data: Any, dtype: np.dtype, row_shape: tuple[int, ...], runs: list[tuple[int, int, int]]) -> None:
         self.data, self.dtype, self.row_shape = data, dtype, row_shape
+        self.row_items = int(np.prod(row_shape, dtype=np.int64))
         self.firsts = [first for first, _, _ in runs]
         self.runs = runs  # (first row, rows, byte offset)
 
@@ -32,9 +33,8 @@ class DirectRows:
         while start < stop:
             first, count, offset = self.runs[bisect_right(self.firsts, start) - 1]
             end = min(stop, first + count)
-            row_items = int(np.prod(self.row_shape, dtype=np.int64))
-            view = np.frombuffer(self.data, self.dtype, (end - start) * row_items,
-                                 offset + (start - first) * row_items * self.dtype.itemsize)
+            view = np.frombuffer(self.data, self.dtype, (end - start) * self.row_items,
+                                 offset + (start - first) * self.row_items * self.dtype.itemsize)
             parts.append(view.reshape(end - start, *self.row_shape))
             start = end
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

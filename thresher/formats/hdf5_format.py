@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import mmap
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from thresher.atomic import disk_errors, write_bytes_atomic
 from thresher.errors import UnsupportedCodecError
 from thresher.features import Integer, Schema, classic_pair
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, SplitFilesCheck, StorageFormat
-from thresher.formats.damage import damaged, expected_size, map_file
+from thresher.formats.damage import damaged, expected_size, map_file, unmap
 from thresher.formats.hdf5_direct import direct_rows
 
 LIST_FILE = "files.txt"
@@ -219,13 +218,17 @@ def read_errors(path: Path, what: str) -> Iterator[None]:
 class Hdf5Reader(ShardReader):
     def _open(self) -> None:
         self.map = map_file(self.path, expected_size(self.expected_sizes, self.path.name))
-        with read_errors(self.path, "cannot read as a thresher HDF5 shard"):
-            self.file = h5py.File(self.path, "r")
-            try:
-                self._index()
-            except BaseException:
-                self.file.close()
-                raise
+        try:
+            with read_errors(self.path, "cannot read as a thresher HDF5 shard"):
+                self.file = h5py.File(self.path, "r")
+                try:
+                    self._index()
+                except BaseException:
+                    self.file.close()
+                    raise
+        except BaseException:
+            unmap(self.map)
+            raise
 
     def _index(self) -> None:
         names = dataset_names(self.context.schema)
@@ -301,9 +304,7 @@ class Hdf5Reader(ShardReader):
         if self._pid is not None:
             self.file.close()
             self.direct = {}
-            if isinstance(self.map, mmap.mmap):
-                with contextlib.suppress(BufferError):  # views still held by a caller keep it mapped
-                    self.map.close()
+            unmap(self.map)
         super().close()
 
 

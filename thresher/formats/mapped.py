@@ -6,8 +6,6 @@ file, so reads afterwards are plain bounds-checked slices: no library sees the d
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +16,7 @@ import numpy as np
 from thresher.codecs.base import ValueLayout
 from thresher.errors import CorruptShardError
 from thresher.formats.base import ShardReader
-from thresher.formats.damage import damaged, expected_size, map_file
+from thresher.formats.damage import damaged, expected_size, map_file, unmap
 from thresher.formats.fixed import FixedRecords
 
 Record = tuple[int, int, int, int]  # key offset, key length, value offset, value length
@@ -64,8 +62,7 @@ class MappedReader(ShardReader):
 
     def close(self) -> None:
         self.fixed = None  # its view of the map would keep the map open
-        if self._pid is not None and isinstance(self.map, mmap.mmap):
-            with contextlib.suppress(BufferError):  # views still held by a caller keep it mapped
-                self.map.close()
+        if self._pid is not None:
+            unmap(self.map)
             self.records = []  # rebuilt on the next read: a closed shard holds no index
         super().close()
