@@ -151,3 +151,29 @@ def test_stored_bytes_handed_out_unconverted_are_copies(tmp_path: Path) -> None:
     assert not np.shares_memory(got, np.frombuffer(mapped, np.uint8))
     reader.close()
     assert mapped.closed and np.array_equal(got, masks[2:15])
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_images_larger_than_a_check_step_are_converted_whole(tmp_path: Path, order: str) -> None:
+    """Rows are checked and converted a few at a time: every step lands in its place, and a bad one is found."""
+    pixels = np.random.default_rng(5).integers(0, 256, (ROWS, 3, 64, 64)).astype(np.float32)
+    path = tmp_path / "shard.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=pixels, chunks=(4, 3, 64, 64))
+        f["label"] = np.arange(ROWS, dtype=np.int32)
+    schema = Schema((Field("image", "image", shape=(64, 64, 3)), Field("label", "int")))
+    hwc = pixels.transpose(0, 2, 3, 1).astype(np.uint8)
+    reader = get_format("hdf5").reader(path, ShardContext(schema, order))
+    try:
+        got = reader.columns(1, ROWS)["image"]
+        assert np.array_equal(got, hwc[1:] if order == "RGB" else hwc[1:, ..., ::-1])
+    finally:
+        reader.close()
+    with h5py.File(path, "r+") as f:
+        f["data"][19, 2, 63, 63] = 256
+    reader = get_format("hdf5").reader(path, ShardContext(schema, order))
+    try:
+        with pytest.raises(CorruptShardError, match="outside 0..255"):
+            reader.columns(0, ROWS)
+    finally:
+        reader.close()

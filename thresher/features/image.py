@@ -24,6 +24,7 @@ from thresher.lazy import np
 if TYPE_CHECKING:
     from thresher.transforms import ConvertOptions
 
+CHECK_BYTES = 256 << 10  # HDF5 pixels checked, then converted, per step
 
 def vlen_bytes() -> Any:
     import h5py
@@ -209,11 +210,17 @@ class Image(Encodable):
     def h5_column(self, data: Any, channel_order: str) -> Any:
         if self.is_encoded:
             return super().h5_column(data, channel_order)
-        if data.size and _outside_bytes(data):
-            raise ValueError("pixel values outside 0..255")
-        channels = data.shape[1]
+        n, channels, h, w = data.shape
         order = range(channels - 1, -1, -1) if channel_order == "BGR" else range(channels)
-        return interleave(data, order, np.uint8)
+        out = np.empty((n, h, w, channels), np.uint8)
+        # A few rows at a time, so the conversion reads what the check just brought into the CPU's cache.
+        step = max(1, CHECK_BYTES // max(1, data.itemsize * channels * h * w))
+        for start in range(0, n, step):
+            rows = data[start:start + step]
+            if _outside_bytes(rows):
+                raise ValueError("pixel values outside 0..255")
+            interleave(rows, order, out[start:start + step])
+        return out
 
     def h5_stored_fraction(self) -> int:
         return 1 if self.is_encoded else 4
