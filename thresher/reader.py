@@ -20,6 +20,7 @@ from thresher.errors import CorruptShardError, DatasetReplacedError, ThresherErr
 from thresher.formats import ShardContext, ShardReader, get_format
 from thresher.formats.base import current_pid
 from thresher.formats.damage import damaged
+from thresher.formats.fixed import FixedRecords
 from thresher.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from thresher.schema import Schema
 
@@ -80,6 +81,22 @@ class Dataset:
         self._length = entry.records
         self._codec = get_codec(manifest.codec) if manifest.codec else None
         self._encoded = [f for f in self.schema if f.needs_decoding]
+        self._fixed: dict[int, FixedRecords | None] = {}  # per shard read record by record: direct reads, if any
+        self._set_layout()
+
+    def _set_layout(self) -> None:
+        codec = self._codec
+        self._layout = codec.value_layout(self.schema, self.manifest.channel_order) if codec is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What was checked and mapped belongs to this process; the layout holds functions, made again.
+        state = dict(self.__dict__, _checked=set(), _fixed={})
+        del state["_layout"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._set_layout()
 
     def __len__(self) -> int:
         return self._length
@@ -104,6 +121,15 @@ class Dataset:
             local = index - int(self._starts[shard_no])
         if shard_no not in self._checked or self._checked_pid != current_pid():
             self.shard(shard_no)
+        try:
+            fixed = self._fixed[shard_no]
+        except KeyError:  # the first record read alone from this shard: check its values for direct reads
+            shard = self.shards[shard_no]
+            fixed = self._fixed[shard_no] = shard.fixed_records(self._layout) if self._layout is not None else None
+        if fixed is not None:
+            record = fixed.record(local)
+            if record is not None:
+                return record
         key, payload = self._read(shard_no, local)
         return self._record(self.shards[shard_no], local, key, payload)
 
@@ -128,7 +154,7 @@ class Dataset:
         if shard_no in self._checked and self._checked_pid == pid:
             return self.shards[shard_no]
         if self._checked_pid != pid:
-            self._checked, self._checked_pid = set(), pid
+            self._checked, self._fixed, self._checked_pid = set(), {}, pid
         shard = self.shards[shard_no]
         try:
             check_shard(shard, self.entries[shard_no])
@@ -248,6 +274,7 @@ class Dataset:
         return TorchDataset(self)
 
     def close(self) -> None:
+        self._checked, self._fixed = set(), {}  # shards are checked again, and their maps read anew, if reopened
         for shard in self.shards:
             shard.close()
 

@@ -8,6 +8,7 @@ negative) and read back from the low 32 bits.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -214,6 +215,13 @@ class PlannedCodec:
         """How a fixed-shape raw image + int label value is laid out, or None for other schemas."""
         return None
 
+    def value_layout(self, schema: Schema, channel_order: str) -> ValueLayout | None:
+        """How to read a fixed-shape raw image + int label straight out of stored values, or None.
+
+        Readers check every value of a shard against it at once, then slice records directly.
+        """
+        return None
+
     def encode(self, record: dict, schema: Schema, channel_order: str) -> bytes:
         raise NotImplementedError
 
@@ -264,3 +272,22 @@ class BatchLayout:
     def __init__(self, image: str, label: str, shape: tuple[int, ...], head: bytes, planar: bool,
                  tail: Callable[[int], bytes]) -> None:
         self.image, self.label, self.shape, self.head, self.planar, self.tail = image, label, shape, head, planar, tail
+
+
+@dataclass(frozen=True)
+class ValueLayout:
+    """The decode side of a fixed-shape raw image + int label value: ``head``, then the pixels, then a tail
+    that ``parse_tail`` reads labels from (as :func:`split_fixed` does); ``to_image`` turns a value's
+    pixel bytes into a fresh (H, W, C) RGB array."""
+
+    image: str
+    label: str
+    head: bytes
+    shape: tuple[int, int, int]
+    parse_tail: TailParser
+    to_image: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def size(self) -> int:
+        h, w, c = self.shape
+        return h * w * c

@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from thresher.codecs.base import (
     BatchLayout,
     PlannedCodec,
+    ValueLayout,
     interleave,
     needs_swap,
     read_varint,
@@ -75,6 +76,7 @@ class _Plan:
         self.headers: dict[tuple[int, ...], bytes] = {}
         self.tails: dict[Any, bytes] = {}  # label -> b"\x28" + varint + suffix
         self.labels: dict[bytes, int] = {}  # canonical tail -> label (filled by decode)
+        self.layout: ValueLayout | None = None  # made by value_layout when a reader asks
 
     def header(self, shape: tuple[int, ...]) -> bytes:
         head = self.headers.get(shape)
@@ -111,6 +113,16 @@ class DatumCodec(PlannedCodec):
         if isinstance(plan, MapsPlan) or plan.shape is None:
             return None
         return BatchLayout(plan.image.name, plan.label.name, plan.shape, plan.header(plan.shape), True, plan.tail)
+
+    def value_layout(self, schema: Schema, channel_order: str) -> ValueLayout | None:
+        plan = self._plans.get(schema, channel_order)
+        if isinstance(plan, MapsPlan) or plan.shape is None:
+            return None
+        if plan.layout is None:
+            shape = plan.shape
+            plan.layout = ValueLayout(plan.image.name, plan.label.name, plan.header(shape), shape, _parse_tails,
+                                      lambda pixels: _to_hwc(pixels, shape, channel_order))
+        return plan.layout
 
     # ------------------------------------------------------------------ schema
 

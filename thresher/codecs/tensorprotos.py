@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from thresher.codecs.base import (
     BatchLayout,
     PlannedCodec,
+    ValueLayout,
     decode_each,
     needs_swap,
     split_fixed,
@@ -172,6 +173,7 @@ class _Plan:
         self.image: Image | None = None
         self.label: Integer | None = None
         self.labels: dict[bytes, int] = {}  # canonical label entry -> label (filled by decode)
+        self.layout: ValueLayout | None = None  # made by value_layout when a reader asks
         f = schema.fields
         if (
             len(f) == 2
@@ -230,6 +232,17 @@ class TensorProtosCodec(PlannedCodec):
         if plan.image is None or plan.label is None:
             return None
         return BatchLayout(plan.image.name, plan.label.name, plan.shape, plan.head, False, plan.encoders[1])
+
+    def value_layout(self, schema: Schema, channel_order: str) -> ValueLayout | None:
+        plan = self._plan(schema, channel_order)
+        if plan.image is None or plan.label is None:
+            return None
+        if plan.layout is None:
+            shape = plan.shape
+            plan.layout = ValueLayout(plan.image.name, plan.label.name, plan.head, shape,  # type: ignore[arg-type]
+                                      _tail_parser(plan.int_head),
+                                      lambda pixels: from_stored(pixels.reshape(shape), channel_order))
+        return plan.layout
 
     @staticmethod
     def check(schema: Schema, dataset: str | None = None) -> None:

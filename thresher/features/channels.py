@@ -23,14 +23,16 @@ def swapped_order(channels: int) -> list[int]:
     return [2, 1, 0, *range(3, channels)] if channels >= 3 else list(range(channels))
 
 
-def interleave(planar: np.ndarray, order: Sequence[int]) -> np.ndarray:
+def interleave(planar: np.ndarray, order: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
     """(N, C, H, W) -> a new (N, H, W, C) whose channel i is ``planar``'s channel ``order[i]``.
 
     Copied one channel at a time: numpy's copy of the whole transposed view moves one byte
-    per step with the channel axis innermost, which is several times slower.
+    per step with the channel axis innermost, which is several times slower. Given ``out``,
+    the result goes there, cast to its dtype in the same copy (unchecked, like ``astype``).
     """
     n, c, h, w = planar.shape
-    out = np.empty((n, h, w, c), dtype=planar.dtype)
+    if out is None:
+        out = np.empty((n, h, w, c), dtype=planar.dtype)
     for i, source in enumerate(order):
         out[..., i] = planar[:, source]
     return out

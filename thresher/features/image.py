@@ -24,6 +24,7 @@ from thresher.lazy import np
 if TYPE_CHECKING:
     from thresher.transforms import ConvertOptions
 
+CHECK_BYTES = 256 << 10  # HDF5 pixels checked, then converted, per step
 
 def vlen_bytes() -> Any:
     import h5py
@@ -209,11 +210,17 @@ class Image(Encodable):
     def h5_column(self, data: Any, channel_order: str) -> Any:
         if self.is_encoded:
             return super().h5_column(data, channel_order)
-        if data.size and (data.min() < 0 or data.max() > 255):
-            raise ValueError("pixel values outside 0..255")
-        channels = data.shape[1]
+        n, channels, h, w = data.shape
         order = range(channels - 1, -1, -1) if channel_order == "BGR" else range(channels)
-        return interleave(data.astype(np.uint8), order)
+        out = np.empty((n, h, w, channels), np.uint8)
+        # A few rows at a time, so the conversion reads what the check just brought into the CPU's cache.
+        step = max(1, CHECK_BYTES // max(1, data.itemsize * channels * h * w))
+        for start in range(0, n, step):
+            rows = data[start:start + step]
+            if _outside_bytes(rows):
+                raise ValueError("pixel values outside 0..255")
+            interleave(rows, order, out[start:start + step])
+        return out
 
     def h5_stored_fraction(self) -> int:
         return 1 if self.is_encoded else 4
@@ -223,3 +230,14 @@ class Image(Encodable):
         if self.shape:
             bits.append("x".join(str(d) for d in self.shape))
         return bits
+
+
+def _outside_bytes(data: Any) -> bool:
+    """Whether any stored pixel lies outside 0..255 (a NaN too), in one pass over float32 rows.
+
+    The bits of a float32 from +0.0 to 255.0, read as an unsigned int, are exactly the ints up
+    to 255.0's; a negative value (sign bit set), a larger one, an infinity or a NaN reads above.
+    """
+    if data.dtype == np.float32 and data.flags.c_contiguous:
+        return bool(data.view(np.uint32).max() > np.float32(255).view(np.uint32))
+    return bool(data.min() < 0 or data.max() > 255)

@@ -13,9 +13,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from thresher.schema import Schema
+
+if TYPE_CHECKING:
+    from thresher.codecs.base import ValueLayout
+    from thresher.formats.fixed import FixedRecords
 
 
 class _Process:
@@ -128,6 +132,10 @@ class ShardReader(ABC):
         stop = len(self) if stop is None else stop
         for i in range(start, stop):
             yield self.read(i)
+
+    def fixed_records(self, layout: ValueLayout) -> FixedRecords | None:
+        """Records checked against a codec's fixed value layout for direct reads, where the format allows."""
+        return None
 
     def key_range(self) -> tuple[str, str] | None:
         """The first and last key stored (None when empty), to check the shard against its manifest entry."""

@@ -7,6 +7,7 @@ to get good ones back.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from collections.abc import Mapping
@@ -59,3 +60,10 @@ def map_file(path: Path, expected: int | None) -> Any:
         return b""
     with open(path, "rb") as fh:
         return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def unmap(data: Any) -> None:
+    """Close a map made by :func:`map_file`; one that views handed out still use stays until they go."""
+    if isinstance(data, mmap.mmap):
+        with contextlib.suppress(BufferError):
+            data.close()

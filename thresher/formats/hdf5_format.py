@@ -25,7 +25,8 @@ from thresher.atomic import disk_errors, write_bytes_atomic
 from thresher.errors import UnsupportedCodecError
 from thresher.features import Integer, Schema, classic_pair
 from thresher.formats.base import ShardContext, ShardReader, ShardWriter, SplitFilesCheck, StorageFormat
-from thresher.formats.damage import check_size, damaged, expected_size
+from thresher.formats.damage import damaged, expected_size, map_file, unmap
+from thresher.formats.hdf5_direct import direct_rows
 
 LIST_FILE = "files.txt"
 FLUSH_ROWS = 1024
@@ -216,14 +217,18 @@ def read_errors(path: Path, what: str) -> Iterator[None]:
 
 class Hdf5Reader(ShardReader):
     def _open(self) -> None:
-        check_size(self.path, expected_size(self.expected_sizes, self.path.name))
-        with read_errors(self.path, "cannot read as a thresher HDF5 shard"):
-            self.file = h5py.File(self.path, "r")
-            try:
-                self._index()
-            except BaseException:
-                self.file.close()
-                raise
+        self.map = map_file(self.path, expected_size(self.expected_sizes, self.path.name))
+        try:
+            with read_errors(self.path, "cannot read as a thresher HDF5 shard"):
+                self.file = h5py.File(self.path, "r")
+                try:
+                    self._index()
+                except BaseException:
+                    self.file.close()
+                    raise
+        except BaseException:
+            unmap(self.map)
+            raise
 
     def _index(self) -> None:
         names = dataset_names(self.context.schema)
@@ -232,6 +237,7 @@ class Hdf5Reader(ShardReader):
         if len(set(lengths.values())) > 1:
             raise ValueError(f"datasets disagree on the record count: {lengths}")
         self._length = next(iter(lengths.values()), 0)
+        self.direct = {name: direct_rows(self.map, ds) for name, ds in self.datasets.items()}
         # What the cache would hold: raw pixels come back as uint8, a quarter of their float32 size.
         self._cached_bytes = sum(
             ds.id.get_storage_size() // f.h5_stored_fraction()
@@ -251,7 +257,15 @@ class Hdf5Reader(ShardReader):
     def _columns(self, start: int, stop: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in self.context.schema:
-            out[f.name] = f.h5_column(self.datasets[f.name][start:stop], self.context.channel_order)
+            direct = self.direct[f.name]
+            if direct is None:
+                out[f.name] = f.h5_column(self.datasets[f.name][start:stop], self.context.channel_order)
+                continue
+            rows = direct.rows(start, stop)
+            column = f.h5_column(rows, self.context.channel_order)
+            if _holds_view(column, rows):  # nothing handed out may point into the map
+                column = f.h5_column(rows.copy(), self.context.channel_order)
+            out[f.name] = column
         return out
 
     def read(self, index: int) -> tuple[bytes, Any]:
@@ -289,7 +303,15 @@ class Hdf5Reader(ShardReader):
     def close(self) -> None:
         if self._pid is not None:
             self.file.close()
+            self.direct = {}
+            unmap(self.map)
         super().close()
+
+
+def _holds_view(column: Any, rows: np.ndarray) -> bool:
+    """Whether a column (an array, or a list of values) shares memory with the rows it was made from."""
+    values = [column] if isinstance(column, np.ndarray) else column if isinstance(column, list) else []
+    return any(isinstance(v, np.ndarray) and np.may_share_memory(v, rows) for v in values)
 
 
 class Hdf5Format(StorageFormat):

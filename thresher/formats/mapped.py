@@ -6,16 +6,18 @@ file, so reads afterwards are plain bounds-checked slices: no library sees the d
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from thresher.codecs.base import ValueLayout
 from thresher.errors import CorruptShardError
 from thresher.formats.base import ShardReader
-from thresher.formats.damage import damaged, expected_size, map_file
+from thresher.formats.damage import damaged, expected_size, map_file, unmap
+from thresher.formats.fixed import FixedRecords
 
 Record = tuple[int, int, int, int]  # key offset, key length, value offset, value length
 
@@ -33,6 +35,7 @@ class MappedReader(ShardReader):
         path = self.data_file()
         self.map = map_file(path, expected_size(self.expected_sizes, path.name))
         self.records = self.index(self.map, lambda problem: damaged(path, problem))
+        self.fixed: FixedRecords | None = None
 
     def __len__(self) -> int:
         self._ensure_open()
@@ -49,9 +52,17 @@ class MappedReader(ShardReader):
         view = memoryview(self.map)
         return [view[v:v + vl] for _, _, v, vl in self.records[start:stop]]
 
+    def fixed_records(self, layout: ValueLayout) -> FixedRecords:
+        """Every value of this shard checked against ``layout`` (once per opening), for direct reads."""
+        self._ensure_open()
+        if self.fixed is None or self.fixed.layout is not layout:
+            values = np.array([(v, vl) for _, _, v, vl in self.records], np.int64).reshape(-1, 2)
+            self.fixed = FixedRecords(self.map, values, layout)
+        return self.fixed
+
     def close(self) -> None:
-        if self._pid is not None and isinstance(self.map, mmap.mmap):
-            with contextlib.suppress(BufferError):  # views still held by a caller keep it mapped
-                self.map.close()
+        self.fixed = None  # its view of the map would keep the map open
+        if self._pid is not None:
+            unmap(self.map)
             self.records = []  # rebuilt on the next read: a closed shard holds no index
         super().close()
