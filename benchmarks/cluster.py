@@ -11,8 +11,10 @@ input read; ImageNet-style 2 local workers ≥ 1.8× one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,10 @@ DASK = Target(1.7, at_least=True)
 LOCAL = Target(1.8, at_least=True)
 READ = Target(1.1, at_least=False)
 RUNS = 2  # of each kind, alternating
+# The workers' environment recommended for conversion (README): Dask's default without
+# MALLOC_TRIM_THRESHOLD_, which also stops glibc from reusing freed image buffers (measured in
+# docs/performance.md); a row below runs Dask's default for comparison.
+CONVERSION_ENVIRON = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def run(ws: Workspace, quick: bool) -> Table:
@@ -38,24 +44,33 @@ def run(ws: Workspace, quick: bool) -> Table:
     except ImportError:
         table.failures.append("the dask extra is not installed: pip install 'thresher[dask]'")
         return table
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, worker_dashboard_address=None) as cluster, \
-            distributed.Client(cluster.scheduler_address) as client:
-        client.run(_warm_up)  # imports, so that what is read below is the conversion's
+    with _cluster(distributed, CONVERSION_ENVIRON) as (scheduler, client):
         flowers = ws.flowers()
-        speedups = _layout(table, ws, client, cluster.scheduler_address, "Flowers-style", flowers,
-                           ws.downloads(flowers), "102flowers.tgz", local_pair=False)
+        speedups, flowers_one = _layout(table, ws, client, scheduler, "Flowers-style", flowers, ws.downloads(flowers),
+                                        "102flowers.tgz", local_pair=False)
         imagenet = ws.imagenet()
-        speedups |= _layout(table, ws, client, cluster.scheduler_address, "ImageNet-style", imagenet, imagenet.mirror,
-                            "ILSVRC2012_img_train.tar", local_pair=True, splits=["train"])
+        more, _ = _layout(table, ws, client, scheduler, "ImageNet-style", imagenet, imagenet.mirror,
+                          "ILSVRC2012_img_train.tar", local_pair=True, splits=["train"])
+        speedups |= more
         ws.discard(imagenet)
+    with _cluster(distributed, None) as (scheduler, _):  # Dask's own worker environment, for comparison
+        common = _common(flowers, ws.downloads(flowers), None)
+        roots = [ws.fresh(f"flowers-dask-default-{run}") for run in range(RUNS)]
+        times = [timed(lambda root=root: thresher.prepare(flowers.recipe, root=root, executor="dask",
+                                                          scheduler=scheduler, **common))[0] for root in roots]
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+        table.add(f"Flowers-style: Dask with Dask's default worker environment (MALLOC_TRIM_THRESHOLD_=65536; runs: "
+                  f"{_listed(times)})", f"{min(times):.1f} s", f"one local worker: {flowers_one:.1f} s",
+                  None, f"{number(flowers_one / min(times))}× speed-up")
     jpegs = tar_members(flowers.files["102flowers.tgz"])[:CEILING_PHOTOS]
     ceiling_row(table, "two bare Pillow loops at once, in 2 processes", lambda: pillow_loop(jpegs), speedups)
     table.notes += [
         f"`prepare(NAME, format='lmdb', options=ConvertOptions(resize=(256, 256), image_encoding='jpeg'), "
         f"shard_size={SHARD_SIZE >> 20} MiB)`, sources already in `download_dir`: `workers=1`, `workers=2` and "
-        f"`executor='dask'` on a `LocalCluster(n_workers=2, threads_per_worker=1)` started (and its workers' "
-        f"imports done) before the timing; {RUNS} runs of each, alternating, the best of each counts. Flowers-style: all three splits of 5,000 synthetic 500×375 photos. "
+        f"`executor='dask'` on a `LocalCluster(n_workers=2, threads_per_worker=1)`, its workers started with "
+        f"the environment the README recommends for conversion ({CONVERSION_ENVIRON}: Dask's default less "
+        f"MALLOC_TRIM_THRESHOLD_) and their imports done before the timing; {RUNS} runs of each, alternating, the best of each counts. Flowers-style: all three splits of 5,000 synthetic 500×375 photos. "
         f"ImageNet-style: the train split, a tar of 50 class tars of 100 such photos. Machine: "
         f"{os.cpu_count()} logical cores.",
         "Source bytes: what the tasks read of the photos' tar through `thresher.sources.extent`, summed over "
@@ -68,14 +83,12 @@ def run(ws: Workspace, quick: bool) -> Table:
 
 def _layout(table: Table, ws: Workspace, client: Any, scheduler: str, label: str, inputs: Inputs,
             downloads: Path, tar_name: str, *, local_pair: bool, splits: list[str] | None = None
-            ) -> dict[str, float]:
-    """The rows of one layout; returns its 2-process speed-ups by name, to set beside the machine's ceiling."""
+            ) -> tuple[dict[str, float], float]:
+    """The rows of one layout; returns its 2-process speed-ups by name, to set beside the machine's ceiling,
+    and the best time of one local worker."""
     photos = sum(inputs.records[s] for s in splits) if splits else inputs.total_records
     tar_bytes = inputs.files[tar_name].stat().st_size
-    common = {"format": "lmdb", "options": OPTIONS, "shard_size": SHARD_SIZE, "download_dir": downloads,
-              "splits": splits, "offline": True, "checksums": inputs.checksums, "progress": False}
-    if inputs.recipe != "imagenet":
-        common["mirror"] = str(inputs.mirror)
+    common = _common(inputs, downloads, splits)
     roots = []
 
     def local(workers: int) -> tuple[float, Any]:
@@ -128,7 +141,30 @@ def _layout(table: Table, ws: Workspace, client: Any, scheduler: str, label: str
                [manifest for _, manifest, _, _ in runs["dask"]])
     for root in roots:
         shutil.rmtree(root, ignore_errors=True)
-    return speedups
+    return speedups, one
+
+
+def _common(inputs: Inputs, downloads: Path, splits: list[str] | None) -> dict[str, Any]:
+    """The ``prepare`` arguments every run of a layout shares."""
+    common = {"format": "lmdb", "options": OPTIONS, "shard_size": SHARD_SIZE, "download_dir": downloads,
+              "splits": splits, "offline": True, "checksums": inputs.checksums, "progress": False}
+    if inputs.recipe != "imagenet":
+        common["mirror"] = str(inputs.mirror)
+    return common
+
+
+@contextlib.contextmanager
+def _cluster(distributed: Any, environ: dict[str, str] | None) -> Iterator[tuple[str, Any]]:
+    """A 2-process LocalCluster and its client, its workers started with ``environ`` (None: Dask's default)."""
+    import dask
+
+    config = {} if environ is None else {"distributed.nanny.pre-spawn-environ": environ}
+    with dask.config.set(config), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None, worker_dashboard_address=None) as cluster, \
+            distributed.Client(cluster.scheduler_address) as client:
+        client.run(_warm_up)  # imports, so that what is read below is the conversion's
+        yield cluster.scheduler_address, client
 
 
 def _listed(seconds: list[float]) -> str:
