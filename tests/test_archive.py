@@ -855,3 +855,37 @@ def test_members_held_past_the_memory_budget_wait_on_disk(tmp_path: Path) -> Non
     # The walk's read-ahead holds a varying few MiB: the margin is wide, and still far below count * member_bytes.
     assert reversed_peak < in_order + budget + 12 * member_bytes
     assert not [p for p in tmp_path.iterdir() if p.name != "photos.tar.gz"]  # the spill file was never visible
+
+
+def _unlinked_open_files() -> set[Path]:
+    """Files this process has open that have no name (O_TMPFILE or unlinked): only /proc shows them."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # the descriptor listdir itself used
+            continue
+        if link.endswith(" (deleted)"):
+            found.add(Path(link.removesuffix(" (deleted)")))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see unlinked files")
+@pytest.mark.parametrize("usable", [True, False])
+def test_held_members_spill_beside_the_archive_else_to_the_system_temp(tmp_path: Path, usable: bool) -> None:
+    import tempfile
+
+    from thresher.sources.held import HeldMembers
+
+    directory = tmp_path / "downloads"
+    if usable:
+        directory.mkdir()  # else it is gone (moved, or never made): the spill must still work
+    data = {f"img/{i}.jpg": os.urandom(1000 + i) for i in range(3)}
+    before = _unlinked_open_files()
+    held = HeldMembers("photos.tar.gz", directory, budget=0)  # nothing fits in memory
+    kept = [held.keep(Member.from_bytes(name, value)) for name, value in data.items()]
+    spilled = _unlinked_open_files() - before
+    assert [p.parent for p in spilled] == [directory if usable else Path(tempfile.gettempdir())]
+    assert [(m.name, m.read()) for m in reversed(kept)] == list(reversed(data.items()))
+    if usable:
+        assert not list(directory.iterdir())  # unlinked from the start
