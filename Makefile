@@ -9,6 +9,8 @@ RECIPES := mnist cifar10 flowers102 an4 iris ptb celeba imagenet images voc lsun
 VARIANT_GOALS := $(foreach goal,$(MAKECMDGOALS),$(if $(findstring /,$(goal)),$(goal)))
 # Extra options for recipe targets, e.g. make mnist ARGS="--format hdf5"
 ARGS ?=
+# Conversion processes for recipe targets: one per usable core unless told (make imagenet WORKERS=4)
+WORKERS ?= auto
 # PyTorch is an optional extra. The tests install it only where a CPU build already lies on this
 # machine (as on our CI machines); elsewhere the adapter's test is skipped rather than pulling
 # gigabytes from the network.
@@ -22,7 +24,8 @@ DALI ?= nvidia-dali-cuda120==2.4.0
 .PHONY: help venv test lint demo bench interop clean $(RECIPES) $(VARIANT_GOALS)
 
 help:
-	@echo "make <recipe>   prepare a dataset into datasets/<recipe>/lmdb ($(RECIPES)); ARGS=... for options"
+	@echo "make <recipe>   prepare a dataset into datasets/<recipe>/lmdb ($(RECIPES)); ARGS=... for options,"
+	@echo "                WORKERS=N for N conversion processes (default auto: one per usable core)"
 	@echo "make images ARGS='--source DIR [--list FILE]'   your own folder of images, into datasets/images/<name>/lmdb"
 	@echo "make <recipe>/<variant>   one variant of a recipe with variants, into datasets/<recipe>/<variant>/lmdb"
 	@echo "make test       install and run the test suite"
@@ -41,7 +44,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 $(RECIPES) $(VARIANT_GOALS): $(STAMP)
-	$(BIN)/thresher prepare $@ $(ARGS)
+	$(BIN)/thresher prepare $@ --workers $(WORKERS) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -130,6 +130,7 @@ def test_make_recipe_target_prepares_into_the_data_root(mirror: Mirror, mirror_s
     proc = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "mnist"], capture_output=True,
                           text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "thresher prepare mnist --workers auto " in proc.stdout  # make targets use every usable core
     assert "mnist (lmdb datum, GRAY) prepared in" in proc.stdout
     assert (tmp_path / "mnist" / "lmdb" / "train" / "shard-00000" / "data.mdb").is_file()
 

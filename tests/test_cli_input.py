@@ -18,6 +18,7 @@ from server import LoopbackServer
 
 import thresher
 from thresher.cli import main
+from thresher.inputs import check_workers, parse_workers
 from thresher.transforms import ConvertOptions
 
 THRESHER = [sys.executable, "-m", "thresher.cli"]
@@ -78,6 +79,22 @@ def test_python_api_refuses_the_same_values(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=message):
             thresher.prepare("mnist", root=tmp_path, offline=True, progress=False, **kwargs)
     assert not (tmp_path / "mnist").exists()
+
+
+def test_workers_auto_is_one_per_core_this_process_may_use() -> None:
+    """``auto`` follows the CPU affinity (a container's or taskset's limit), not the machine's core count."""
+    script = ("import os, sys; from thresher.inputs import parse_workers, check_workers; "
+              "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+              "print(parse_workers('auto'), parse_workers(' AUTO '), check_workers('auto'))")
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this system")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["1", "1", "1"]
+    assert check_workers("auto") == len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=r"whole number or 'auto', not 'many'"):
+        parse_workers("many")
+    with pytest.raises(ValueError, match=r"from 1 to 512, or 'auto', not 'all'"):
+        check_workers("all")
 
 
 @scenario("16", "a path of the wrong kind: --root or --download-dir under a file, --checksums naming a "

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=("datum", "tensorprotos"),
                    help="value encoding for lmdb/minidb (default: datum for image+label, else tensorprotos)")
     p.add_argument("--splits", nargs="+", help="only these splits (default: all)")
-    p.add_argument("--workers", type=_workers, default=1, help="conversion processes (output is the same for any N)")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="conversion processes, or auto for one per usable core (default 1; output is the same for any N)")
     p.add_argument("--executor", choices=("local", "dask"), default="local",
                    help="dask: one task per shard on a Dask cluster (same output as local)")
     p.add_argument("--scheduler", help="Dask scheduler address for --executor dask, e.g. tcp://host:8786")

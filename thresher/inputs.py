@@ -7,6 +7,7 @@ value named, not found later as a MemoryError, an endless run or a silently chos
 from __future__ import annotations
 
 import math
+import os
 import re
 
 MAX_WORKERS = 512  # more processes than any one machine runs usefully; a typo like 10000 would fork-bomb it
@@ -19,19 +20,31 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([KMGT]?)(?:I?B)?\
 
 
 def check_workers(workers: object) -> int:
-    """The number of conversion processes, 1 to MAX_WORKERS."""
+    """The number of conversion processes, 1 to MAX_WORKERS; ``"auto"`` is one per usable core."""
+    if isinstance(workers, str) and workers.strip().lower() == "auto":
+        return min(usable_cores(), MAX_WORKERS)
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
-        raise ValueError(f"workers must be a whole number from 1 to {MAX_WORKERS}, not {workers!r}")
+        raise ValueError(f"workers must be a whole number from 1 to {MAX_WORKERS}, or 'auto', not {workers!r}")
     return workers
 
 
 def parse_workers(text: str) -> int:
-    """``--workers N`` as checked by :func:`check_workers`."""
+    """``--workers N`` or ``--workers auto``, as checked by :func:`check_workers`."""
+    if text.strip().lower() == "auto":
+        return check_workers(text)
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"workers must be a whole number, not {text!r}") from None
+        raise ValueError(f"workers must be a whole number or 'auto', not {text!r}") from None
     return check_workers(value)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (a container's or taskset's limit), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def check_shard_size(size: object) -> int:

@@ -13,7 +13,6 @@ are thresher.conversion.workers' job.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from thresher.conversion import interrupt
 from thresher.conversion.workers import PIPE_BYTES, WorkerPool
+from thresher.inputs import usable_cores
 
 __all__ = ["PIPE_BYTES", "OrderedPool"]
 
@@ -59,7 +59,7 @@ class OrderedPool(Generic[T, R]):
         self.pool: WorkerPool | None = None  # workers > 1: from here on, so stopping reaches starting workers
         self.starting: Future[WorkerPool] | None = None  # done once the workers run (or failed to start)
         self.started = False  # has a worker delivered a result yet
-        self.spare_core = workers < _usable_cores()  # then the main process keeps helping
+        self.spare_core = workers < usable_cores()  # then the main process keeps helping
         if workers > 1:
             # Starting a fork server blocks for a noticeable time; the main process encodes meanwhile.
             pool = self.pool = WorkerPool()
@@ -156,9 +156,3 @@ def _in_thread(make: Callable[[], R]) -> Future[R]:
     threading.Thread(target=run, name="thresher-pool-start", daemon=True).start()
     return future
 
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1

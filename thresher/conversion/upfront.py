@@ -86,7 +86,7 @@ def prepare(
     format: str = "lmdb",
     codec: str | None = None,
     splits: Iterable[str] | None = None,
-    workers: int = 1,
+    workers: int | str = 1,
     options: ConvertOptions | None = None,
     mirror: str | None = None,
     offline: bool = False,
@@ -116,7 +116,7 @@ def prepare(
     """
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
-    check_workers(workers)
+    processes = check_workers(workers)
     check_shard_size(shard_size)
     job: dict[str, Any] = dict(
         root=root, format=format, codec=codec, splits=splits, options=options, mirror=mirror, offline=offline,
@@ -128,7 +128,7 @@ def prepare(
         return manifest
     from thresher.conversion import pipeline
 
-    return pipeline.prepare(name, **job, workers=workers, skip_bad=skip_bad,
+    return pipeline.prepare(name, **job, workers=processes, skip_bad=skip_bad,
                             executor=executor, scheduler=scheduler, arguments=arguments)
 
 
