@@ -48,7 +48,11 @@ def recut(self, split, files):
 
 type(recipe).records = recut
 if __name__ == "__main__":
-    thresher.prepare("mnist", root=sys.argv[2], format=sys.argv[3], workers=int(sys.argv[4]),
+    workers = int(sys.argv[4])
+    # Records that need only their codec are encoded in the main process whatever the worker
+    # count; resized, they go to the workers, so the 2-worker runs kill real worker processes.
+    options = thresher.ConvertOptions(resize=(20, 20)) if workers > 1 else None
+    thresher.prepare("mnist", root=sys.argv[2], format=sys.argv[3], workers=workers, options=options,
                      shard_size=int(sys.argv[5]), **{kwargs!r})
 """
 SHARD_SIZE = 150_000  # about 180 MNIST datums, not a multiple of any unit size

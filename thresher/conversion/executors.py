@@ -47,7 +47,8 @@ class _Ready(Generic[R]):
 class OrderedPool(Generic[T, R]):
     """``func`` over items in ``workers`` processes plus the main one, results in order.
 
-    One pool serves every split of a ``prepare`` call, so worker start-up is paid once.
+    One pool serves every split of a ``prepare`` call, so worker start-up is paid once, and
+    only when a split's work is worth shipping to other processes.
     """
 
     def __init__(self, func: Callable[[T], R], workers: int, initializer: Callable[..., None] | None = None,
@@ -55,18 +56,26 @@ class OrderedPool(Generic[T, R]):
         self.func = func
         if initializer is not None:
             initializer(*initargs)  # the main process encodes too
+        self.workers, self.initializer, self.initargs = workers, initializer, initargs
         self.window = window or max(2, workers * 3)
-        self.pool: WorkerPool | None = None  # workers > 1: from here on, so stopping reaches starting workers
+        self.pool: WorkerPool | None = None  # once started: from then on, so stopping reaches starting workers
         self.starting: Future[WorkerPool] | None = None  # done once the workers run (or failed to start)
         self.started = False  # has a worker delivered a result yet
         self.spare_core = workers < usable_cores()  # then the main process keeps helping
-        if workers > 1:
-            # Starting a fork server blocks for a noticeable time; the main process encodes meanwhile.
+
+    def _start(self) -> None:
+        """Start the workers (once), in the background: the main process encodes meanwhile."""
+        if self.workers > 1 and self.pool is None:
             pool = self.pool = WorkerPool()
+            func, workers, initializer, initargs = self.func, self.workers, self.initializer, self.initargs
             self.starting = _in_thread(lambda: pool.start(func, workers, initializer, initargs))
 
-    def map(self, items: Iterable[T]) -> Iterator[R]:
-        if self.pool is None:
+    def map(self, items: Iterable[T], *, parallel: bool = True) -> Iterator[R]:
+        """Results in input order. ``parallel=False``: all in this process, for work cheaper than
+        shipping it (records that need no decoding, from a stream only this process reads)."""
+        if parallel:
+            self._start()
+        if self.pool is None or not parallel:
             for item in items:
                 interrupt.check()
                 yield self.func(item)

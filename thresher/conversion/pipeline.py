@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from thresher.acquire import download
@@ -59,7 +59,7 @@ from thresher.formats import ShardContext, StorageFormat, get_format
 from thresher.manifest import Manifest, RunReport, SplitEntry
 from thresher.options import ConvertOptions
 from thresher.published import compare_counts
-from thresher.recipe import Recipe
+from thresher.recipe import Input, Recipe
 from thresher.registry import usable_recipe
 from thresher.sources.archive import walking_each_tar_once
 
@@ -178,7 +178,12 @@ def convert_split(
     """Convert one split here, encoding with ``encoders``, resuming after finished shards."""
     split_dir, state = resume_split(out_dir, manifest.generation, split, storage, manifest.fingerprint, trusted)
     start = state.consumed
-    encoded = (unit for done in encoders.map(_work(recipe, split, files, start, unit_size(plan))) for unit in done)
+    inputs = recipe.inputs(split, files)
+    # Workers pay when they read inputs themselves or decode and resize; records that only need
+    # their codec, from a stream only this process reads, cost more to ship than to encode here.
+    parallel = inputs is not None or plan.source_schema != plan.schema
+    work = _work(recipe, split, files, inputs, start, unit_size(plan))
+    encoded = (unit for done in encoders.map(work, parallel=parallel) for unit in done)
 
     def shard_done(result: ShardResult) -> None:
         state.record(result.index, result.entry, result.skip_notes)
@@ -216,10 +221,10 @@ def convert_split(
     return PendingSplit(sink, storage, split_dir, out_dir, state)
 
 
-def _work(recipe: Recipe, split: str, files: Mapping[str, Path], start: int, size: int) -> Iterator[Unit | Piece]:
+def _work(recipe: Recipe, split: str, files: Mapping[str, Path], inputs: Sequence[Input] | None, start: int,
+          size: int) -> Iterator[Unit | Piece]:
     """What the encoders get from ``start`` on: pieces they read themselves when the recipe has
     inputs, else units read here from its single stream."""
-    inputs = recipe.inputs(split, files)
     if inputs is None:
         return units(skip_records(recipe.records(split, files), start), start, size, split)
     return InputPlan(inputs).pieces(split, start, size)
