@@ -97,8 +97,8 @@ if __name__ == "__main__":
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc")
 def test_workers_start_only_for_work_worth_shipping(tmp_path: Path) -> None:
-    """MNIST as published needs only its codec: 2 workers were slower than 1 (0.63-0.69 s against
-    0.42-0.50 s here), so nothing starts; resized, the units go to worker processes."""
+    """MNIST as published needs only its codec: shipping its units made 2 workers slower than one
+    (docs/performance.md), so nothing starts; resized, the units go to worker processes."""
     import json
     import subprocess
 
