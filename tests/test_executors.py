@@ -111,3 +111,42 @@ def test_workers_start_only_for_work_worth_shipping(tmp_path: Path) -> None:
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["after_plain"] == []  # no fork server, no resource tracker, no worker
     assert seen["after_resized"]  # the fork server (and the resource tracker) outlive the call
+
+
+UNGUARDED = """
+import sys
+import thresher
+
+options = thresher.ConvertOptions(resize=(256, 256), image_encoding="jpeg")
+thresher.prepare("mnist", root=sys.argv[1], workers=2, options=options,
+                 **{kwargs!r})  # at the top level: every worker runs this line as it imports the script
+"""
+
+
+@scenario("16", "`thresher.prepare(..., workers=2)` at the top level of a script, without "
+                '`if __name__ == "__main__":`',
+          "a clear error naming the script and the fix; never a hang (each worker, importing the script, "
+          "started a prepare of its own that waited on the main run's lock) nor a blame on the out-of-memory killer",
+          "the script exits 1 within 100 s; a worker's UnguardedScriptError names the script and the guard; the "
+          "main process's WorkerDied says a worker ended as it started and names the guard (the old code hung)")
+@pytest.mark.timeout(120)
+def test_a_script_without_a_main_guard_gets_told_so(tmp_path: Path) -> None:
+    """Workers import the script that started them; a top-level prepare there made each worker
+    start a prepare of its own, which waited forever on the main run's lock."""
+    import subprocess
+
+    from e2e import write_mnist_mirror
+
+    script = tmp_path / "unguarded.py"
+    # Seconds of encoding, so that the workers get some: the main process encodes while they start.
+    script.write_text(UNGUARDED.format(kwargs=write_mnist_mirror(tmp_path / "mirror", train=6000, test=100)))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=100, check=False)
+    assert proc.returncode == 1
+    guard = 'put the call under `if __name__ == "__main__":`'
+    assert f"UnguardedScriptError: {script}: thresher.prepare ran while a worker process imported this script" \
+        in proc.stderr and guard in proc.stderr  # from a worker, on its stderr
+    last = proc.stderr.strip().splitlines()[-1]  # the main process's own error
+    assert last.startswith("thresher.errors.WorkerDied: an encoding worker process ended as it started"), last
+    assert 'keep thresher.prepare(...) under `if __name__ == "__main__":`' in last
+    assert "out-of-memory" not in last and "RuntimeError" not in proc.stderr

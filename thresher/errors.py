@@ -75,3 +75,7 @@ class LockTimeout(ThresherError):
 
 class WorkerDied(ThresherError):
     """An encoding worker process ended mid-conversion (killed, e.g. by the out-of-memory killer, or crashed)."""
+
+
+class UnguardedScriptError(ThresherError):
+    """``thresher.prepare`` ran at the top level of a script while a worker process imported it."""

@@ -9,6 +9,7 @@ same decisions through the same functions.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,7 @@ from thresher import __version__
 from thresher.acquire import download
 from thresher.conversion.generations import Stamps, intact_prefix, link_splits, split_intact
 from thresher.conversion.progress import PROGRESS_NAME, ProgressState, remove_stale_temporaries
-from thresher.errors import ThresherError, UnsupportedCodecError
+from thresher.errors import ThresherError, UnguardedScriptError, UnsupportedCodecError
 from thresher.features import Image
 from thresher.fetch.checksums import read_stamp
 from thresher.fetch.lock import file_lock
@@ -114,6 +115,7 @@ def prepare(
     recognised by :func:`already_prepared` before the converter is imported, so a batch job
     that finds its data ready does not pay for codecs, storage libraries, worker pools or Dask.
     """
+    _refuse_a_worker_importing_the_caller()
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', not {executor!r}")
     processes = check_workers(workers)
@@ -130,6 +132,23 @@ def prepare(
 
     return pipeline.prepare(name, **job, workers=processes, skip_bad=skip_bad,
                             executor=executor, scheduler=scheduler, arguments=arguments)
+
+
+def _refuse_a_worker_importing_the_caller() -> None:
+    """Stop at once when a worker process, importing the script that started it, reaches its call.
+
+    Worker processes run the top level of the caller's script first (``__name__`` is then
+    ``"__mp_main__"``), so a call not kept under ``if __name__ == "__main__":`` would start a
+    whole conversion, and workers of its own, inside each worker.
+    """
+    frame = inspect.currentframe()
+    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] == "thresher":
+        frame = frame.f_back
+    if frame is not None and frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+        script = frame.f_globals.get("__file__", "the script that started the workers")
+        raise UnguardedScriptError(
+            f"{script}: thresher.prepare ran while a worker process imported this script (workers run the "
+            f'top level of the script that started them); put the call under `if __name__ == "__main__":`')
 
 
 def already_prepared(

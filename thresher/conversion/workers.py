@@ -48,6 +48,9 @@ STOP_SECONDS = 2.0  # how long a worker may take to exit before it is killed
 DIED = ("an encoding worker process ended mid-conversion (killed, perhaps by the out-of-memory killer, or "
         "crashed); finished shards are kept, and running the same command again resumes. With large images, "
         "fewer --workers use less memory.")
+DIED_STARTING = ("an encoding worker process ended as it started (exit status {code}; its own error is printed "
+                 "above). Workers first import the script that started them: in a script, keep "
+                 'thresher.prepare(...) under `if __name__ == "__main__":`.')
 
 
 class Ticket:
@@ -87,6 +90,7 @@ class WorkerPool:
         self.backlog: deque[tuple[Ticket, Any]] = deque()  # submitted, not yet sent to a worker
         self.lock = threading.Lock()
         self.stopped = False
+        self.answered = False  # has any worker sent a result yet
 
     def start(self, func: Callable[[Any], Any], count: int, initializer: Callable[..., None] | None,
               initargs: tuple[Any, ...]) -> WorkerPool:
@@ -138,7 +142,7 @@ class WorkerPool:
             try:
                 worker.tasks.send(item)
             except OSError:  # a closed pipe: the worker is gone
-                raise WorkerDied(DIED) from None
+                raise self._died(worker) from None
             ticket.worker = worker
             worker.waiting.append(ticket)
 
@@ -150,13 +154,13 @@ class WorkerPool:
 
     def result(self, ticket: Ticket) -> Any:
         """The answer to ``ticket`` (its error raised here); WorkerDied if any worker ends first."""
-        sentinels = [w.process.sentinel for w in self.workers]
+        by_sentinel = {w.process.sentinel: w for w in self.workers}
         by_pipe = {w.results: w for w in self.workers}
         while not ticket.done:
-            ready = wait([w.results for w in self.workers if w.waiting] + sentinels)
+            ready = wait([w.results for w in self.workers if w.waiting] + list(by_sentinel))
             answered = [by_pipe[r] for r in ready if r in by_pipe]
             if not answered:  # a worker exited, and with it the items it held
-                raise WorkerDied(DIED)
+                raise self._died(next(by_sentinel[r] for r in ready if r in by_sentinel))
             for worker in answered:
                 self._read(worker)
         if not ticket.ok:
@@ -167,10 +171,19 @@ class WorkerPool:
         try:
             ok, value = worker.results.recv()
         except (EOFError, OSError):
-            raise WorkerDied(DIED) from None
+            raise self._died(worker) from None
+        self.answered = True
         ticket = worker.waiting.popleft()
         ticket.ok, ticket.value, ticket.done = ok, value, True
         self._dispatch()
+
+    def _died(self, worker: _Worker) -> WorkerDied:
+        """The error for a worker that ended: one that failed as it started says so, not "killed"."""
+        worker.process.join(STOP_SECONDS)  # it has ended (its pipe or sentinel said so): its status is a moment away
+        code = worker.process.exitcode
+        if not self.answered and code is not None and code > 0:
+            return WorkerDied(DIED_STARTING.format(code=code))
+        return WorkerDied(DIED)
 
     def close(self) -> None:
         """Let every worker finish what it holds and exit; kill one that takes too long."""
