@@ -63,7 +63,7 @@ class OrderedPool(Generic[T, R]):
         self.started = False  # has a worker delivered a result yet
         self.spare_core = workers < usable_cores()  # then the main process keeps helping
 
-    def _start(self) -> None:
+    def start(self) -> None:
         """Start the workers (once), in the background: the main process encodes meanwhile."""
         if self.workers > 1 and self.pool is None:
             pool = self.pool = WorkerPool()
@@ -74,7 +74,7 @@ class OrderedPool(Generic[T, R]):
         """Results in input order. ``parallel=False``: all in this process, for work cheaper than
         shipping it (records that need no decoding, from a stream only this process reads)."""
         if parallel:
-            self._start()
+            self.start()
         if self.pool is None or not parallel:
             for item in items:
                 interrupt.check()
