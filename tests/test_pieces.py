@@ -189,3 +189,11 @@ def test_dask_runs_show_a_bar_per_split(parts, cluster, tmp_path: Path, capsys: 
                      **{**kwargs, "progress": True})
     err = capsys.readouterr().err
     assert "parts/train" in err and "parts/test" in err and "rec" in err
+
+
+def test_recipes_say_whether_they_list_inputs() -> None:
+    """The pool starts up front for recipes with inputs; single streams say they have none."""
+    from thresher.registry import get_recipe
+
+    assert get_recipe("flowers102").lists_inputs and get_recipe("imagenet").lists_inputs
+    assert not get_recipe("mnist").lists_inputs and not get_recipe("cifar10").lists_inputs

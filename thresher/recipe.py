@@ -222,6 +222,11 @@ class Recipe:
         for part in inputs:
             yield from self.read(split, files, part)
 
+    @property
+    def lists_inputs(self) -> bool:
+        """Whether this recipe divides its splits into inputs (a form of its sources may still be one stream)."""
+        return type(self).inputs is not Recipe.inputs
+
     def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input] | None:
         """The independent parts of ``split`` in record order, or None for a single stream.
 

@@ -113,7 +113,7 @@ def prepare(
         client = stack.enter_context(connected(scheduler)) if executor == "dask" else None
         setup = WorkerSetup(plans, recipe, dict(files))
         encoders = OrderedPool(encode_work, workers, init_worker, (setup,)) if client is None else None
-        if encoders is not None and (type(recipe).inputs is not Recipe.inputs
+        if encoders is not None and (recipe.lists_inputs
                                      or any(plan.source_schema != plan.schema for plan in plans.values())):
             encoders.start()  # likely needed: start now, while the first split is listed (it may walk an archive)
         finisher = ShardFinisher()
