@@ -26,12 +26,14 @@ from benchmarks.common import (
 )
 from benchmarks.inputs import Workspace
 from benchmarks.profiling import facts, profile
+from benchmarks.tarwalk import walk_rows
 
 NAME = "jpeg"
 OPTIONS = thresher.ConvertOptions(resize=(256, 256), image_encoding="jpeg")
 TARGET = Target(1.8, at_least=True)
 PROFILED_PHOTOS = 1_000
 RUNS = 2
+WALK_REPEATS = 5
 
 
 def run(ws: Workspace, quick: bool) -> Table:
@@ -96,6 +98,7 @@ def run(ws: Workspace, quick: bool) -> Table:
         "",
     ]
     _opencv_rows(table, ws, inputs, downloads, jpegs, quick)
+    walk_rows(table, inputs.files["102flowers.tgz"], repeats=2 if quick else WALK_REPEATS)
     small = ws.flowers(count=max(10, round(PROFILED_PHOTOS * ws.scale)))
     profiled_root = ws.fresh("flowers-profile")
     _, stats = profile(lambda: thresher.prepare(small.recipe, root=profiled_root, format="lmdb", workers=1,

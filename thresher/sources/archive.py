@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 from thresher.errors import CorruptArchiveError, MalformedDataError, ThresherError, UnsafeArchiveError
 from thresher.sources.extent import Extent
 from thresher.sources.readahead import ReadAhead
+from thresher.sources.tarheaders import BLOCK, END_OF_ARCHIVE, next_header_offset, plain_header
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -502,9 +503,8 @@ class _MemberStream(WrappedStream):
 
 
 
-def _opener(
-    tar: tarfile.TarFile, info: tarfile.TarInfo, cursor: _Cursor, label: str, name: str
-) -> Callable[[], BinaryIO]:
+def _opener(open_data: Callable[[], BinaryIO], cursor: _Cursor, label: str, name: str) -> Callable[[], BinaryIO]:
+    """Opens a member's data (``open_data``) once, and only while the walk is still at the member."""
     generation = cursor.generation
     opened = False
 
@@ -520,12 +520,52 @@ def _opener(
                 f"{label}: member {name!r} was already opened; a streamed archive is read once"
             )
         opened = True
-        inner = tar.extractfile(info)
-        assert inner is not None  # regular files always have data
-        stream = _MemberStream(inner, cursor, generation, label, name)  # type: ignore[arg-type]
+        stream = _MemberStream(open_data(), cursor, generation, label, name)
         return io.BufferedReader(stream, buffer_size=256 * KiB)  # type: ignore[return-value]
 
     return open_member
+
+
+class _Positional:
+    """Reads at offsets of an uncompressed tar on disk (a file, or a window of one), leaving its stream alone."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        if isinstance(raw, _Window):
+            self.fd, self.start, self.end = raw.fileno(), raw.start, raw.size
+        else:
+            self.fd, self.start = raw.fileno(), 0
+            self.end = os.fstat(self.fd).st_size
+
+    def read(self, offset: int, size: int) -> bytes:
+        size = max(0, min(size, self.end - offset))
+        return os.pread(self.fd, size, self.start + offset) if size else b""
+
+    def data(self, info: tarfile.TarInfo) -> BinaryIO:
+        """A member's data, read where it lies."""
+        return _Slice(self, info.offset_data, info.size)  # type: ignore[return-value]
+
+
+class _Slice(io.RawIOBase):
+    """``size`` bytes at ``offset`` of a :class:`_Positional` tar; ending early is tarfile's "unexpected end"."""
+
+    def __init__(self, tar: _Positional, offset: int, size: int) -> None:
+        super().__init__()
+        self.tar, self.offset, self.left = tar, offset, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self.left)
+        if not want:
+            return 0
+        data = self.tar.read(self.offset, want)
+        if not data:
+            raise tarfile.ReadError("unexpected end of data")  # as tarfile says it; _MemberStream names the member
+        buffer[: len(data)] = data
+        self.offset += len(data)
+        self.left -= len(data)
+        return len(data)
 
 
 def _kind_of_member(info: tarfile.TarInfo) -> str | None:
@@ -556,13 +596,17 @@ def _block(size: int) -> int:
     return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
-def _open_tar_stream(meter: _Meter, label: str, kind: str, tarinfo: type[tarfile.TarInfo]) -> tarfile.TarFile:
-    """A tar reader over ``meter``: seeking over member data where it can, else streaming through it."""
+def _open_tar_stream(meter: _Meter, label: str, kind: str, tarinfo: type[tarfile.TarInfo],
+                     where: str | None = None) -> tarfile.TarFile:
+    """A tar reader over ``meter`` from its position: seeking over member data where it can, else
+    streaming through it. ``where`` says which member a reader started mid-archive follows."""
     try:
         if meter.seekable():
             return tarfile.open(fileobj=meter, mode="r:", tarinfo=tarinfo)  # type: ignore[call-overload]
         return tarfile.open(fileobj=meter, mode="r|", tarinfo=tarinfo, bufsize=_TAR_BUFSIZE)  # type: ignore[call-overload]
     except tarfile.TarError as exc:
+        if where is not None:  # as if the walk had read on to here
+            raise CorruptArchiveError(label, where, f"truncated or corrupt tar ({exc})") from None
         inner = "" if kind == "tar" else f"{kind} data that is "
         raise CorruptArchiveError(
             label, "first member", f"{inner}not a readable tar archive ({exc})"
@@ -864,19 +908,46 @@ def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | 
     meter.context = where()
     cursor = _Cursor()
     status = os.fstat(raw.fileno()) if path is not None else None
-    with meter, _open_tar_stream(meter, label, kind, _RecordingTarInfo) as tar:
+    absolute = os.path.abspath(path) if path is not None else ""  # in extents: a worker may run elsewhere
+    # A tar on disk is read header by header straight from the file while its headers are plain;
+    # at the first one that is not, tarfile reads the rest (see thresher.sources.tarheaders).
+    positional = _Positional(raw) if kind == "tar" and path is not None else None
+    offset = 0  # of the next header, while reading directly
+    with meter, contextlib.ExitStack() as stack:
+        tar = None if positional is not None else stack.enter_context(
+            _open_tar_stream(meter, label, kind, _RecordingTarInfo))
         count = 0
         total = 0
         while True:
-            ending.clear()
-            meter.context = where()
-            try:
-                info = tar.next()
-            except tarfile.TarError as exc:
-                raise CorruptArchiveError(label, where(), f"truncated or corrupt tar ({exc})") from None
-            if info is None:
-                break
-            tar.members.clear()  # stream mode keeps every TarInfo otherwise; 10M members would not fit
+            if tar is None:
+                assert positional is not None
+                if offset > positional.end:  # the last member's data or padding is cut
+                    raise CorruptArchiveError(label, where(), "truncated or corrupt tar (unexpected end of data)")
+                block = positional.read(offset, BLOCK)
+                if block == END_OF_ARCHIVE and offset:  # a zero block first is tarfile's to judge
+                    break
+                info = plain_header(block, offset)
+                if info is None:
+                    meter.seek(offset)
+                    meter.ceiling = offset + HEADER_SLACK
+                    tar = stack.enter_context(_open_tar_stream(meter, label, kind, _RecordingTarInfo,
+                                                               where() if offset else None))
+                    continue
+                offset = next_header_offset(info)
+                open_data = functools.partial(positional.data, info)
+            else:
+                ending.clear()
+                meter.context = where()
+                try:
+                    info = tar.next()
+                except tarfile.TarError as exc:
+                    raise CorruptArchiveError(label, where(), f"truncated or corrupt tar ({exc})") from None
+                if info is None:
+                    _check_ending(ending, label, where())
+                    break
+                tar.members.clear()  # stream mode keeps every TarInfo otherwise; 10M members would not fit
+                meter.ceiling = info.offset_data + _block(info.size) + HEADER_SLACK
+                open_data = functools.partial(tar.extractfile, info)  # type: ignore[assignment]
             count += 1
             if count > limits.max_members:
                 raise UnsafeArchiveError(
@@ -888,7 +959,8 @@ def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | 
             if refused:
                 raise UnsafeArchiveError(f"{label}: member {info.name!r}: {refused}")
             previous = name or info.name
-            meter.context = f"member {previous!r}"
+            if tar is not None:
+                meter.context = f"member {previous!r}"
             if info.isdir():
                 continue
             if not name:
@@ -904,34 +976,36 @@ def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | 
                     f"{label}: member {name!r}: members so far total {total} bytes, over the limit "
                     f"of {limits.max_total_size}{limits.because()}"
                 )
-            meter.ceiling = info.offset_data + _block(info.size) + HEADER_SLACK
             extent = None
             if status is not None and kind == "tar" and info.size <= limits.max_read_size and not info.issparse():
-                extent = Extent(os.path.abspath(path), base + info.offset_data, info.size, name, status.st_ino,
-                                status.st_mtime_ns)  # absolute: a worker may run elsewhere
-            member = Member(
-                name, info.size, _opener(tar, info, cursor, label, name), label, limits.max_read_size, extent
-            )
+                extent = Extent(absolute, base + info.offset_data, info.size, name, status.st_ino, status.st_mtime_ns)
+            member = Member(name, info.size, _opener(open_data, cursor, label, name), label, limits.max_read_size,
+                            extent)
             try:
                 yield member
             finally:
                 cursor.generation += 1
 
-        meter.context = where()
-        end = ending[-1] if ending else None
-        if not isinstance(end, tarfile.EOFHeaderError):
-            problem = {
-                tarfile.EmptyHeaderError: "archive ends without the end-of-archive marker",
-                tarfile.TruncatedHeaderError: "archive ends inside a tar header",
-            }.get(type(end), f"invalid tar header ({end})")
-            raise CorruptArchiveError(label, where(), f"{problem}; truncated or corrupt download?")
         if kind != "tar":
             # Read the (normally tiny) rest of the compressed stream so its checksum is verified.
+            meter.context = where()
             meter.ceiling = None
             stop = meter.pos + HEADER_SLACK
             chunk = bytearray(64 * KiB)
             while meter.pos < stop and meter.readinto(chunk):
                 pass
+
+
+def _check_ending(ending: list[Exception], label: str, where: str) -> None:
+    """Why tarfile stopped: only a zero block is a real end; it treats a missing or garbled header as one too."""
+    end = ending[-1] if ending else None
+    if not isinstance(end, tarfile.EOFHeaderError):
+        problem = {
+            tarfile.EmptyHeaderError: "archive ends without the end-of-archive marker",
+            tarfile.TruncatedHeaderError: "archive ends inside a tar header",
+            type(None): "archive starts with a zero block, the end-of-archive marker: no members, or a wiped header",
+        }.get(type(end), f"invalid tar header ({end})")
+        raise CorruptArchiveError(label, where, f"{problem}; truncated or corrupt download?")
 
 
 def read_tar_members(
