@@ -23,7 +23,7 @@ import copy
 import functools
 import hashlib
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from thresher.atomic import write_bytes_atomic
@@ -173,24 +173,22 @@ class ImageNet21k(ImageNet):
 
     # -- the splits ------------------------------------------------------------------------------
 
-    def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input] | None:
+    def inputs(self, split: str, files: Mapping[str, Path]) -> Iterable[Input] | None:
         """One input per class tar of a plain tar; None (one stream) for the gzipped release.
 
         An input is only where its class tar lies: the worker that reads it walks the photos'
         headers itself. The lister keeps no photo names (14 million of them for fall 2011), and
-        counts each class once for both splits (:func:`_split_counts`).
+        counts each class once for both splits (:func:`_split_counts`), as the conversion
+        reaches it: workers start while later classes are counted.
         """
         archive, path = _placed(files)
         if sniff_compression(_head(path)) != "tar":
             return None
         tars = list(class_tars(path, archive, OUTER_LIMITS))
         index = _class_index([wnid for wnid, _ in tars], archive)
-        parts = []
-        for wnid, member in tars:
-            where = ClassTar.at(archive, member, index[wnid], IN_PLACE)
-            train, validation = _split_counts(where, self.holdout, self.seed)
-            parts.append(Input(wnid, validation if split == "validation" else train, where))
-        return parts
+        classes = [(wnid, ClassTar.at(archive, member, index[wnid], IN_PLACE)) for wnid, member in tars]
+        column = 1 if split == "validation" else 0  # of _split_counts' (train, validation)
+        return (Input(wnid, _split_counts(where, self.holdout, self.seed)[column], where) for wnid, where in classes)
 
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
         """The photos of one class tar that ``split`` holds, in the tar's order, read where they lie."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import re
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,8 +147,8 @@ class ImageNet(Recipe):
 
     # -- the splits as inputs ------------------------------------------------------------------
 
-    def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input]:
-        """Train: one input per class tar. Validation and test: runs of :data:`CHUNK` images."""
+    def inputs(self, split: str, files: Mapping[str, Path]) -> Iterable[Input]:
+        """Train: one input per class tar, listed lazily. Validation and test: runs of :data:`CHUNK` images."""
         if split == "train":
             return self._class_inputs(files)
         archive = VAL if split == "validation" else TEST
@@ -163,21 +163,22 @@ class ImageNet(Recipe):
             for chunk in [photos[start:start + CHUNK]]
         ]
 
-    def _class_inputs(self, files: Mapping[str, Path]) -> list[Input]:
+    def _class_inputs(self, files: Mapping[str, Path]) -> Iterator[Input]:
         """One input per class tar: where it lies and how many photos it holds, not the photos themselves.
 
         The worker that reads a class walks its headers again (cheap beside decoding), so the
-        lister holds a few numbers per class rather than 1.3 million names and extents.
+        lister holds a few numbers per class rather than 1.3 million names and extents. The
+        outer tar and the devkit are checked now; each class's photos are counted (a walk of
+        its headers) as the conversion reaches it, so workers start while the rest are counted.
         """
         index = {wnid: i for i, wnid in enumerate(_devkit(files).classes.wnids)}
-        parts = []
+        classes = []
         for wnid, member in class_tars(files[TRAIN], TRAIN, TRAIN_LIMITS):
             if wnid not in index:
                 raise MalformedDataError(TRAIN, f"member {member.name!r}",
                                          f"{wnid} is not one of the leaf synsets of {META}")
-            where = ClassTar.at(TRAIN, member, index[wnid], "the published train tar is uncompressed")
-            parts.append(Input(wnid, len(where.photos(PHOTO_LIMITS)), where))
-        return parts
+            classes.append((wnid, ClassTar.at(TRAIN, member, index[wnid], "the published train tar is uncompressed")))
+        return (Input(wnid, len(where.photos(PHOTO_LIMITS)), where) for wnid, where in classes)
 
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
         if isinstance(part.where, ClassTar):

@@ -35,11 +35,16 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def parts(package: Path, tmp_path: Path) -> tuple[dict[str, Any], dict[str, list[dict]]]:
     """A file:// mirror of parts.txt with the records it holds."""
+    return mirror_of_parts(tmp_path, SIZES)
+
+
+def mirror_of_parts(tmp_path: Path, sizes: dict[str, list[int]]) -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """prepare()'s options for a file:// mirror of a parts.txt of inputs of ``sizes``, and its records."""
     from piece_test_recipes.parts import SOURCE, write_parts  # type: ignore[import-not-found]
 
     folder = tmp_path / "mirror" / "parts"
     folder.mkdir(parents=True)
-    records = write_parts(folder / SOURCE, SIZES)
+    records = write_parts(folder / SOURCE, sizes)
     checksums = write_checksums({SOURCE: folder / SOURCE}, tmp_path / "mirror" / "parts.checksums.tsv")
     return {"mirror": (tmp_path / "mirror").as_uri(), "offline": True, "checksums": str(checksums),
             "progress": False}, records
@@ -86,6 +91,31 @@ def test_pieces_cover_the_split_once_in_order_from_any_start(seed: int) -> None:
             assert piece.count == sum(p.records for p in piece.parts) - piece.skip
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_inputs_listed_lazily_give_the_same_pieces_and_are_listed_only_as_far_as_needed(seed: int) -> None:
+    rng = random.Random(seed)
+    counts = [rng.choice([0, 1, 2, 3, 5, 8, 40]) for _ in range(rng.randint(1, 30))]
+    size, start = rng.randint(1, 12), rng.randint(0, sum(counts))
+    listed: list[int] = []
+
+    def lazily() -> Iterator[Input]:
+        for n, count in enumerate(counts):
+            listed.append(n)
+            yield Input(f"i{n}", count)
+
+    lazy = InputPlan(lazily())
+    pieces = lazy.pieces("train", start, size)
+    first = next(pieces, None)
+    if first is not None:  # handed out while inputs after it are still unlisted
+        end = first.start + first.count
+        later = [n for n, count in enumerate(counts) if count and sum(counts[:n]) >= end]
+        if len(later) >= 2:  # one input past the piece is looked at, to see whether it fits
+            assert listed[-1] < later[1], (listed, later)
+    from_lazy = [first, *pieces] if first is not None else []
+    assert from_lazy == list(plan_of(counts).pieces("train", start, size))
+    assert lazy.total == sum(counts) and listed == list(range(len(counts)))
+
+
 def test_a_shard_piece_reads_only_the_inputs_holding_its_records() -> None:
     plan = plan_of([3, 0, 1, 17, 2])
     piece = plan.piece("train", 5, 10)  # records 5..9 lie in the 17-record input (source indexes 4..20)
@@ -123,6 +153,20 @@ def test_workers_read_each_input_once_and_write_what_one_process_writes(fmt: str
         assert counts == Counter(f"{s}-{n:03d}" for s, sizes in SIZES.items() for n, c in enumerate(sizes) if c)
     with thresher.open(two.directory, "train") as ds:
         assert [ds[i] for i in range(len(ds))] == records["train"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_conversion_reads_the_first_inputs_before_the_last_is_listed(package: Path, tmp_path: Path,
+                                                                          workers: int) -> None:
+    options, records = mirror_of_parts(tmp_path, {"train": [100] * 8, "test": [1]})  # pieces of 256 records
+    manifest = thresher.prepare("parts", root=tmp_path / "out", format="lmdb", workers=workers, splits=["train"],
+                                **options)
+    assert manifest.splits["train"].records == len(records["train"]) == 800
+    events = (tmp_path / "out" / "parts" / "downloads" / "parts.txt.events").read_text().splitlines()
+    first_read = min(i for i, event in enumerate(events) if event.startswith("read "))
+    last_listed = max(i for i, event in enumerate(events) if event.startswith("listed "))
+    assert first_read < last_listed, events
+    assert sorted(e for e in events if e.startswith("listed ")) == [f"listed train-{n:03d}" for n in range(8)]
 
 
 def test_a_resumed_run_starts_at_the_input_holding_its_first_missing_record(parts, tmp_path: Path,

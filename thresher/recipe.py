@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -227,11 +227,13 @@ class Recipe:
         """Whether this recipe divides its splits into inputs (a form of its sources may still be one stream)."""
         return type(self).inputs is not Recipe.inputs
 
-    def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input] | None:
+    def inputs(self, split: str, files: Mapping[str, Path]) -> Iterable[Input] | None:
         """The independent parts of ``split`` in record order, or None for a single stream.
 
         Called once per split in the main process (it may walk an archive's headers); each
-        part is then read by :meth:`read`, in any process, as often as needed.
+        part is then read by :meth:`read`, in any process, as often as needed. A generator is
+        listed only as far as the conversion has got, so workers start on the first parts
+        while later ones are listed.
         """
         del split, files
         return None

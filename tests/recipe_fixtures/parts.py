@@ -11,7 +11,7 @@ A label ``bad`` is yielded as a BadRecord.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from thresher.features import Integer, Schema, Text
@@ -29,18 +29,24 @@ class Parts(Recipe):
     splits = (Split("train", 0), Split("test", 0))
     schema = Schema((Integer("label", dims=()), Text("text")))
 
-    def inputs(self, split: str, files: Mapping[str, Path]) -> Sequence[Input]:
-        found: dict[str, list[int]] = {}  # input -> [offset, length, records]
+    def inputs(self, split: str, files: Mapping[str, Path]) -> Iterator[Input]:
+        """Each input as soon as its lines end (listed lazily, as ImageNet counts its classes);
+        each one listed is logged to ``parts.txt.events`` as ``listed <input>``."""
+        current: list = []  # [name, offset, length, records] of the input being scanned
         offset = 0
         with open(files[SOURCE], "rb") as lines:
             for line in lines:
                 fields = line.decode().split("\t")
                 if fields[0] == split:
-                    entry = found.setdefault(fields[1], [offset, 0, 0])
-                    entry[1] = offset + len(line) - entry[0]
-                    entry[2] += 1
+                    if current and current[0] != fields[1]:
+                        yield _listed(files[SOURCE], *current)
+                        current = []
+                    current = current or [fields[1], offset, 0, 0]
+                    current[2] = offset + len(line) - current[1]
+                    current[3] += 1
                 offset += len(line)
-        return [Input(name, records, (start, length)) for name, (start, length, records) in found.items()]
+        if current:
+            yield _listed(files[SOURCE], *current)
 
     def read(self, split: str, files: Mapping[str, Path], part: Input) -> Iterator[Record | BadRecord]:
         path = files[SOURCE]
@@ -54,6 +60,7 @@ class Parts(Recipe):
             data = source.read(length)
         with open(path.with_name(path.name + ".reads"), "a") as log:
             log.write(f"{part.name} {len(data)} {os.getpid()}\n")
+        _event(path, f"read {part.name}")
         for number, line in enumerate(data.decode().splitlines()):
             _, _, label, text = line.split("\t")
             if label == "bad":
@@ -63,6 +70,16 @@ class Parts(Recipe):
 
     def write_miniature(self, directory: Path) -> Miniature:
         raise NotImplementedError("tests write parts.txt themselves")
+
+
+def _listed(path: Path, name: str, start: int, length: int, records: int) -> Input:
+    _event(path, f"listed {name}")
+    return Input(name, records, (start, length))
+
+
+def _event(path: Path, what: str) -> None:
+    with open(path.with_name(path.name + ".events"), "a") as log:
+        log.write(what + "\n")
 
 
 def write_parts(path: Path, sizes: dict[str, list[int]]) -> dict[str, list[Record]]:

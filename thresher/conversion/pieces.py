@@ -9,8 +9,7 @@ its first missing record. Nothing reads a split from record 0 to reach record N.
 from __future__ import annotations
 
 import bisect
-import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,22 +32,30 @@ class Piece:
 
 
 class InputPlan:
-    """A split's inputs with the source index each one starts at."""
+    """A split's inputs with the source index each one starts at, listed as far as asked.
 
-    def __init__(self, inputs: Sequence[Input]) -> None:
-        self.inputs = list(inputs)
-        for part in self.inputs:
-            if part.records < 0:
-                raise ValueError(f"input {part.name!r} states a negative record count ({part.records})")
-        self.offsets = [0, *itertools.accumulate(part.records for part in self.inputs)]
+    A recipe may list its inputs lazily (ImageNet counts each class tar's photos by walking its
+    headers): pieces are then handed out while later inputs are still being listed, so workers
+    start on the first class instead of waiting for the last one to be counted.
+    """
+
+    def __init__(self, inputs: Iterable[Input]) -> None:
+        self.inputs: list[Input] = []  # listed so far
+        self.offsets = [0]  # where each listed input starts, and where the last one ends
+        self.pending: Iterator[Input] | None = iter(inputs)
 
     @property
     def total(self) -> int:
+        """Records in the whole split (lists every input)."""
+        while self._list_one():
+            pass
         return self.offsets[-1]
 
     def piece(self, split: str, start: int, stop: int) -> Piece:
         """One piece holding records ``[start, stop)`` (clipped to the split), e.g. a shard's."""
-        stop = min(stop, self.total)
+        while self.offsets[-1] < stop and self._list_one():
+            pass
+        stop = min(stop, self.offsets[-1])
         if start >= stop:
             return Piece(split, start, 0, ())
         first = self._holding(start)
@@ -59,7 +66,7 @@ class InputPlan:
     def pieces(self, split: str, start: int, size: int) -> Iterator[Piece]:
         """Pieces of at most ``size`` records from ``start`` to the end: small inputs grouped, large ones cut."""
         position = start
-        while position < self.total:
+        while self._listed_past(position):
             first = self._holding(position)
             end = self.offsets[first + 1]
             if end - position >= size:  # this input alone fills a piece: cut it
@@ -67,14 +74,33 @@ class InputPlan:
                 position += size
                 continue
             last = first  # group whole inputs while they fit
-            while last + 1 < len(self.inputs) and self.offsets[last + 2] - position <= size:
+            while self._listed_past(self.offsets[last + 1]) and self.offsets[last + 2] - position <= size:
                 last += 1
             stop = self.offsets[last + 1]
             yield self.piece(split, position, stop)
             position = stop
 
+    def _listed_past(self, index: int) -> bool:
+        """List inputs until one holds source index ``index``; False if the split ends before it."""
+        while self.offsets[-1] <= index:
+            if not self._list_one():
+                return False
+        return True
+
+    def _list_one(self) -> bool:
+        """List the next input; False once all are listed."""
+        part = next(self.pending, None) if self.pending is not None else None
+        if part is None:
+            self.pending = None
+            return False
+        if part.records < 0:
+            raise ValueError(f"input {part.name!r} states a negative record count ({part.records})")
+        self.inputs.append(part)
+        self.offsets.append(self.offsets[-1] + part.records)
+        return True
+
     def _holding(self, index: int) -> int:
-        """The input that holds source index ``index`` (inputs of no records hold none)."""
+        """The listed input that holds source index ``index`` (inputs of no records hold none)."""
         return bisect.bisect_right(self.offsets, index) - 1
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from thresher.acquire import download
@@ -224,7 +224,7 @@ def convert_split(
     return PendingSplit(sink, storage, split_dir, out_dir, state)
 
 
-def _work(recipe: Recipe, split: str, files: Mapping[str, Path], inputs: Sequence[Input] | None, start: int,
+def _work(recipe: Recipe, split: str, files: Mapping[str, Path], inputs: Iterable[Input] | None, start: int,
           size: int) -> Iterator[Unit | Piece]:
     """What the encoders get from ``start`` on: pieces they read themselves when the recipe has
     inputs, else units read here from its single stream."""
