@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import random
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -226,3 +228,25 @@ def test_next_header_offset_skips_file_data_only() -> None:
         assert (parsed.name, parsed.size, parsed.type, parsed.offset_data) == \
             (info.name, info.size, info.type, info.offset_data)
         assert tarheaders.next_header_offset(parsed) == after.offset
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs a tar command")
+@pytest.mark.parametrize("fmt", ["gnu", "ustar", "posix", "v7", "oldgnu"])
+def test_archives_the_tar_command_writes_walk_as_tarfile_walks_them(tmp_path: Path, fmt: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = tmp_path / "tree"
+    (tree / "jpg" / "deeper").mkdir(parents=True)
+    rng = random.Random(fmt)
+    for n, size in enumerate([0, 1, 511, 512, 513, 70_000]):
+        (tree / "jpg" / f"image_{n:05d}.jpg").write_bytes(rng.randbytes(size))
+    if fmt != "v7":  # v7 stores names of at most 99 bytes
+        (tree / "jpg" / "deeper" / ("long_" + "n" * 90 + ".jpg")).write_bytes(b"long")  # past 100 with its path
+    path = tmp_path / f"{fmt}.tar"
+    subprocess.run(["tar", f"--format={fmt}", "-cf", str(path), "-C", str(tree), "jpg"], check=True)
+    direct, by_tarfile = both_walks(path, monkeypatch, read=True)
+    assert direct == by_tarfile and direct[1] is None
+    assert len(direct[0]) == (6 if fmt == "v7" else 7)
+    if fmt in ("ustar", "v7"):  # no long-name header (ustar: the long path fits its prefix field): all plain
+        with monkeypatch.context() as patched:
+            patched.setattr(archive.tarfile, "open", _no_tarfile)
+            assert walk(path, read=True) == direct
