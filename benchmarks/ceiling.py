@@ -54,13 +54,14 @@ def parallel_ceiling(work: Callable[[], Any], *, repeats: int = 3) -> tuple[floa
 CEILING_PHOTOS = 1_000  # per bare loop: a few seconds, repeated
 
 
-def ceiling_row(table: Table, name: str, loop: Any, speedups: dict[str, float]) -> None:
-    """The machine's own limit on a 2-worker speed-up, from a bare loop, beside thresher's ``speedups``."""
+def ceiling_row(table: Table, name: str, loop: Any, speedups: dict[str, float]) -> float:
+    """The machine's own limit on a 2-worker speed-up, from a bare loop, beside thresher's ``speedups``; returned."""
     one, two = parallel_ceiling(loop)
     ceiling = 2 * one / two
     shares = "; ".join(f"{label} {speedup / ceiling:.0%} of it" for label, speedup in speedups.items())
     table.add(f"{name} (the machine's ceiling for 2 workers)", f"{two:.2f} s for twice the photos",
               f"one loop: {one:.2f} s", ceiling, f"{number(ceiling)}× speed-up ({shares})", None)
+    return ceiling
 
 
 def pillow_loop(jpegs: list[bytes]) -> None:
