@@ -876,19 +876,6 @@ def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | 
     ``base`` is where the archive starts in the file at ``path`` (a tar inside a tar), so extents
     name the file's own offsets.
     """
-    # A TarInfo subclass that remembers why tarfile stopped: only a zero block is a real end;
-    # tarfile silently treats a missing or garbled header after the first as the end too.
-    ending: list[Exception] = []
-
-    class _RecordingTarInfo(tarfile.TarInfo):
-        @classmethod
-        def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-            try:
-                return super().fromtarfile(tarfile_)
-            except tarfile.HeaderError as exc:
-                ending.append(exc)
-                raise
-
     previous = ""
 
     def where() -> str:
@@ -909,45 +896,14 @@ def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | 
     cursor = _Cursor()
     status = os.fstat(raw.fileno()) if path is not None else None
     absolute = os.path.abspath(path) if path is not None else ""  # in extents: a worker may run elsewhere
-    # A tar on disk is read header by header straight from the file while its headers are plain;
-    # at the first one that is not, tarfile reads the rest (see thresher.sources.tarheaders).
-    positional = _Positional(raw) if kind == "tar" and path is not None else None
-    offset = 0  # of the next header, while reading directly
-    with meter, contextlib.ExitStack() as stack:
-        tar = None if positional is not None else stack.enter_context(
-            _open_tar_stream(meter, label, kind, _RecordingTarInfo))
+    with meter, _Headers(raw, meter, label, kind, direct=kind == "tar" and path is not None) as headers:
         count = 0
         total = 0
         while True:
-            if tar is None:
-                assert positional is not None
-                if offset > positional.end:  # the last member's data or padding is cut
-                    raise CorruptArchiveError(label, where(), "truncated or corrupt tar (unexpected end of data)")
-                block = positional.read(offset, BLOCK)
-                if block == END_OF_ARCHIVE and offset:  # a zero block first is tarfile's to judge
-                    break
-                info = plain_header(block, offset)
-                if info is None:
-                    meter.seek(offset)
-                    meter.ceiling = offset + HEADER_SLACK
-                    tar = stack.enter_context(_open_tar_stream(meter, label, kind, _RecordingTarInfo,
-                                                               where() if offset else None))
-                    continue
-                offset = next_header_offset(info)
-                open_data = functools.partial(positional.data, info)
-            else:
-                ending.clear()
-                meter.context = where()
-                try:
-                    info = tar.next()
-                except tarfile.TarError as exc:
-                    raise CorruptArchiveError(label, where(), f"truncated or corrupt tar ({exc})") from None
-                if info is None:
-                    _check_ending(ending, label, where())
-                    break
-                tar.members.clear()  # stream mode keeps every TarInfo otherwise; 10M members would not fit
-                meter.ceiling = info.offset_data + _block(info.size) + HEADER_SLACK
-                open_data = functools.partial(tar.extractfile, info)  # type: ignore[assignment]
+            found = headers.next(where)
+            if found is None:
+                break
+            info, open_data = found
             count += 1
             if count > limits.max_members:
                 raise UnsafeArchiveError(
@@ -959,8 +915,7 @@ def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | 
             if refused:
                 raise UnsafeArchiveError(f"{label}: member {info.name!r}: {refused}")
             previous = name or info.name
-            if tar is not None:
-                meter.context = f"member {previous!r}"
+            meter.context = f"member {previous!r}"
             if info.isdir():
                 continue
             if not name:
@@ -994,6 +949,78 @@ def _walk_tar(raw: BinaryIO, label: str, kind: str, limits: Limits, path: str | 
             chunk = bytearray(64 * KiB)
             while meter.pos < stop and meter.readinto(chunk):
                 pass
+
+
+class _Headers:
+    """A walk's member headers, each with a way to open its data.
+
+    A tar on disk is read header by header straight from the file while its headers are plain
+    (``direct``); at the first one that is not, tarfile reads the rest of the archive from
+    there (see thresher.sources.tarheaders). Any other archive is tarfile's from the start.
+    """
+
+    def __init__(self, raw: BinaryIO, meter: _Meter, label: str, kind: str, *, direct: bool) -> None:
+        self.meter, self.label, self.kind = meter, label, kind
+        self.positional = _Positional(raw) if direct else None
+        self.offset = 0  # of the next header, while reading directly
+        self.ending: list[Exception] = []  # why tarfile stopped (see _recording)
+        self.stack = contextlib.ExitStack()
+        self.tar = None if direct else self._tarfile(None)
+
+    def next(self, where: Callable[[], str]) -> tuple[tarfile.TarInfo, Callable[[], BinaryIO]] | None:
+        """The next member's header and data opener; None at the end-of-archive marker."""
+        if self.tar is None:
+            assert self.positional is not None
+            if self.offset > self.positional.end:  # the last member's data or padding is cut
+                raise CorruptArchiveError(self.label, where(), "truncated or corrupt tar (unexpected end of data)")
+            block = self.positional.read(self.offset, BLOCK)
+            if block == END_OF_ARCHIVE and self.offset:  # a zero block first is tarfile's to judge
+                return None
+            info = plain_header(block, self.offset)
+            if info is not None:
+                self.offset = next_header_offset(info)
+                return info, functools.partial(self.positional.data, info)
+            self.meter.seek(self.offset)  # not a plain header: tarfile reads on from here
+            self.meter.ceiling = self.offset + HEADER_SLACK
+            self.tar = self._tarfile(where() if self.offset else None)
+        self.ending.clear()
+        self.meter.context = where()
+        try:
+            found = self.tar.next()
+        except tarfile.TarError as exc:
+            raise CorruptArchiveError(self.label, where(), f"truncated or corrupt tar ({exc})") from None
+        if found is None:
+            _check_ending(self.ending, self.label, where())
+            return None
+        self.tar.members.clear()  # stream mode keeps every TarInfo otherwise; 10M members would not fit
+        self.meter.ceiling = found.offset_data + _block(found.size) + HEADER_SLACK
+        return found, functools.partial(self.tar.extractfile, found)  # type: ignore[return-value]
+
+    def _tarfile(self, where: str | None) -> tarfile.TarFile:
+        return self.stack.enter_context(_open_tar_stream(self.meter, self.label, self.kind, self._recording(),
+                                                         where))
+
+    def _recording(self) -> type[tarfile.TarInfo]:
+        """A TarInfo class that notes why tarfile stopped: only a zero block is a real end, and
+        tarfile silently treats a missing or garbled header after the first as the end too."""
+        ending = self.ending
+
+        class RecordingTarInfo(tarfile.TarInfo):
+            @classmethod
+            def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+                try:
+                    return super().fromtarfile(tarfile_)
+                except tarfile.HeaderError as exc:
+                    ending.append(exc)
+                    raise
+
+        return RecordingTarInfo
+
+    def __enter__(self) -> _Headers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
 
 
 def _check_ending(ending: list[Exception], label: str, where: str) -> None:
